@@ -1,0 +1,182 @@
+"""``@tracked_job``: records every call of a job function as a run, measured inside the run."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from . import _context
+from ._context import Dispatch
+from ._hub import Hub
+from ._record import Origin
+from ._run import Run
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OPTIONS_ATTR = "__tracker_options__"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Per-job options given to :func:`tracked_job`."""
+
+    max_runtime: float | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def job_options(func: object) -> JobOptions | None:
+    """The options of a tracked function (looking through ``partial`` and ``__wrapped__``)."""
+    seen = 0
+    while func is not None and seen < 8:
+        options = getattr(func, OPTIONS_ATTR, None)
+        if isinstance(options, JobOptions):
+            return options
+        func = getattr(func, "func", None) if isinstance(func, functools.partial) else getattr(
+            func, "__wrapped__", None
+        )
+        seen += 1
+    return None
+
+
+def is_tracked(func: object) -> bool:
+    """Whether ``func`` is (or wraps) a :func:`tracked_job` function."""
+    return job_options(func) is not None
+
+
+class _Scope:
+    """Opens the run before the job and closes it after; never raises into the job."""
+
+    __slots__ = ("hub", "run", "token")
+
+    def __init__(self, hub: Hub, run: Run) -> None:
+        self.hub = hub
+        self.run = run
+        self.token = _context._current.set(run)
+
+    def end(self, error: BaseException | None) -> None:
+        try:
+            _context._current.reset(self.token)
+        except ValueError:  # reset from another context (generator-style misuse); keep going
+            _context._current.set(None)
+        try:
+            self.hub.close_run(self.run, error=error)
+        except Exception as exc:
+            self.hub.report_error("hub", exc)
+
+
+def _open(wrapper: Callable[..., object], fn: Callable[..., object], options: JobOptions) -> _Scope | None:
+    try:
+        dispatch = _context.resolve(wrapper)
+        hub = dispatch.hub if dispatch is not None and dispatch.hub is not None else None
+        hub = hub or _context.default_hub()
+        if hub is None or hub.closed:
+            return None
+        if dispatch is None:
+            name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+            dispatch = Dispatch(hub=hub, job_id=name, job_name=name, scheduled_at=None,  # type: ignore[arg-type]
+                                origin=Origin.DIRECT)
+        tags = dict(options.tags)
+        if dispatch.tags:
+            tags.update(dispatch.tags)
+        run = hub.open_run(
+            job_id=dispatch.job_id,
+            job_name=dispatch.job_name,
+            scheduled_at=dispatch.scheduled_at,
+            origin=dispatch.origin,
+            tags=tags,
+            max_runtime=options.max_runtime if dispatch.max_runtime is None else dispatch.max_runtime,
+        )
+        return _Scope(hub, run)
+    except Exception as exc:  # tracking must never stop the job
+        hub = _context.default_hub()
+        if hub is not None:
+            hub.report_error("tracked_job", exc)
+        return None
+
+
+def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
+    if inspect.iscoroutinefunction(fn):
+        async_fn: Callable[P, Coroutine[Any, Any, Any]] = fn  # type: ignore[assignment]
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            scope = _open(async_wrapper, fn, options)
+            if scope is None:
+                return await async_fn(*args, **kwargs)
+            try:
+                result = await async_fn(*args, **kwargs)
+            except BaseException as exc:
+                scope.end(exc)
+                raise
+            scope.end(None)
+            return result
+
+        setattr(async_wrapper, OPTIONS_ATTR, options)
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        scope = _open(wrapper, fn, options)
+        if scope is None:
+            return fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            scope.end(exc)
+            raise
+        scope.end(None)
+        return result
+
+    setattr(wrapper, OPTIONS_ATTR, options)
+    return wrapper
+
+
+@overload
+def tracked_job(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def tracked_job(
+    *, max_runtime: float | None = None, tags: Mapping[str, str] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def tracked_job(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    max_runtime: float | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record every run of the decorated job function, measured inside the run.
+
+    Use bare (``@tracked_job``) or with options (``@tracked_job(max_runtime=300,
+    tags={"team": "billing"})``), on sync or ``async def`` functions. The wrapper keeps
+    the function's module, name and ``__qualname__``, so APScheduler's persistent job
+    stores resolve their stored reference to the *tracked* function after a restart;
+    an ``async def`` stays a coroutine function, so APScheduler still awaits it.
+
+    Run by an instrumented scheduler, the run is attributed to its job and fire time.
+    Called directly while a :class:`~tracker.Tracker` is open, the call is recorded as a
+    run with origin ``direct``. With no tracker, the decorator is a pass-through. The
+    job's own exception always propagates unchanged.
+
+    :param max_runtime: seconds after which the run counts as ``timed_out``.
+    :param tags: string labels stored with every run of this job.
+    """
+    options = JobOptions(
+        max_runtime=max_runtime,
+        tags=MappingProxyType({str(k): str(v) for k, v in (tags or {}).items()}),
+    )
+    if fn is not None:
+        return _wrap(fn, options)
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        return _wrap(func, options)
+
+    return decorate

@@ -1,0 +1,127 @@
+"""One background worker per sink: a bounded queue drained in batches.
+
+Publishing is a ``deque.append`` on the caller's thread (the job's, or the
+scheduler's); everything else — formatting, I/O, retries — happens on the sink's
+own thread. A slow or failing sink only backs up its own queue: other sinks and
+the job never wait for it. When its queue is full, new events for that sink are
+dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ._sink import Sink, TrackerEvent
+
+logger = logging.getLogger("tracker")
+
+
+class _FlushRequest:
+    __slots__ = ("done", "ok", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.done = threading.Event()
+        self.ok = False
+
+
+class SinkWorker:
+    """Feeds one sink from a bounded queue on a daemon thread."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        capacity: int,
+        interval: float,
+        on_error: Callable[[str, BaseException], None],
+        on_drop: Callable[[str, int], None],
+    ) -> None:
+        self.sink = sink
+        self.capacity = capacity
+        self.interval = interval
+        self._queue: deque[TrackerEvent | _FlushRequest] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._on_error = on_error
+        self._on_drop = on_drop
+        self._thread = threading.Thread(
+            target=self._run, name=f"tracker-sink-{sink.name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in this worker's queue."""
+        return len(self._queue)
+
+    def put(self, event: TrackerEvent) -> None:
+        """Queue ``event``; never blocks. Drops (and counts) it when the queue is full."""
+        if len(self._queue) >= self.capacity or self._stopping:
+            self._on_drop(self.sink.name, 1)
+            return
+        self._queue.append(event)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued before this call was handled and the sink flushed."""
+        if not self._thread.is_alive():
+            return not self._queue
+        request = _FlushRequest(timeout)
+        self._queue.append(request)
+        self._wake.set()
+        return request.done.wait(timeout) and request.ok
+
+    def stop(self, timeout: float) -> None:
+        """Drain the queue, close the sink and end the thread (within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self.sink.close(max(0.1, deadline - time.monotonic()))
+        except Exception as exc:  # a sink's own failure stays ours
+            self._on_error(self.sink.name, exc)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._drain()
+            self._call(self.sink.tick)
+            if self._stopping and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            batch: list[TrackerEvent] = []
+            while queue and len(batch) < 5000:
+                item = queue.popleft()
+                if isinstance(item, _FlushRequest):
+                    if batch:
+                        self._call(self.sink.handle, batch)
+                        batch = []
+                    item.ok = self._flush_sink(item.timeout)
+                    item.done.set()
+                else:
+                    batch.append(item)
+            if batch:
+                self._call(self.sink.handle, batch)
+
+    def _flush_sink(self, timeout: float) -> bool:
+        try:
+            return bool(self.sink.flush(timeout))
+        except Exception as exc:
+            self._on_error(self.sink.name, exc)
+            return False
+
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._on_error(self.sink.name, exc)

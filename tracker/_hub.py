@@ -1,0 +1,349 @@
+"""The hub: keeps per-run state and fans every lifecycle change out to the sinks.
+
+It knows nothing about APScheduler, SQL or Prometheus. Integrations tell it that
+runs begin and end (in-run, from :func:`tracked_job`; or from scheduler events, in
+whatever order they arrive); sinks receive the resulting records on their own
+threads. Nothing a sink or a hook does can reach the job: exceptions are caught,
+counted per sink and logged (rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ._dispatch import SinkWorker
+from ._errors import describe
+from ._ids import new_instance_id, new_run_id
+from ._record import Execution, JobState, Origin, Status
+from ._run import Run
+from ._sink import Sink, TrackerEvent
+
+logger = logging.getLogger("tracker")
+
+_TOMBSTONES = 10_000
+_LOG_EVERY_S = 60.0
+
+
+class RunHook(Protocol):
+    """Code that wraps each in-run execution on the job's own path (span, log context, scope).
+
+    ``enter`` runs just before the job and returns a token handed back to ``exit``.
+    Both must be quick; exceptions are caught and counted, never raised to the job.
+    """
+
+    name: str
+
+    def enter(self, run: Run) -> object: ...
+
+    def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """The tracker's own health."""
+
+    pending: int
+    """Records accepted but not yet handled by every sink (queues plus sink backlogs)."""
+    dropped: Mapping[str, int]
+    """Records dropped per sink because its queue or buffer was full."""
+    sink_errors: Mapping[str, int]
+    """Exceptions raised by each sink or hook."""
+    live_runs: int
+
+
+def status_for(error: BaseException | None) -> Status:
+    """The status a run ends in when it raised ``error`` (or nothing)."""
+    if error is None:
+        return Status.SUCCEEDED
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        return Status.INTERRUPTED
+    return Status.FAILED
+
+
+class Hub:
+    """Per-run state and fan-out to sinks. Thread-safe."""
+
+    def __init__(
+        self,
+        sinks: Iterable[Sink] = (),
+        *,
+        instance: str | None = None,
+        queue_capacity: int = 100_000,
+        interval: float = 0.05,
+    ) -> None:
+        self.instance = instance or new_instance_id()
+        self.queue_capacity = queue_capacity
+        self.interval = interval
+        self._workers: list[SinkWorker] = []
+        self._hooks: list[RunHook] = []
+        self._lock = threading.Lock()
+        self._live: dict[str, Run] = {}
+        self._by_key: dict[Hashable, Run] = {}
+        self._tombstones: OrderedDict[Hashable, None] = OrderedDict()
+        self._dropped: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
+        self._last_log: dict[str, float] = {}
+        self._closed = False
+        for sink in sinks:
+            self.add_sink(sink)
+
+    # -- configuration -------------------------------------------------------------
+
+    def add_sink(self, sink: Sink) -> None:
+        """Start feeding ``sink`` (on a thread of its own) with everything published from now on."""
+        worker = SinkWorker(
+            sink,
+            capacity=self.queue_capacity,
+            interval=self.interval,
+            on_error=self.report_error,
+            on_drop=self.count_drop,
+        )
+        self._workers = [*self._workers, worker]
+
+    def add_hook(self, hook: RunHook) -> None:
+        """Wrap every in-run execution with ``hook`` from now on."""
+        self._hooks = [*self._hooks, hook]
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [w.sink for w in self._workers]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- runs ----------------------------------------------------------------------
+
+    def open_run(
+        self,
+        *,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime | None,
+        origin: Origin = Origin.SCHEDULED,
+        tags: Mapping[str, str] | None = None,
+        max_runtime: float | None = None,
+        key: Hashable | None = None,
+        started_at: datetime | None = None,
+        hooks: bool = True,
+    ) -> Run:
+        """A run starts now (or at ``started_at``): enter the hooks and publish it as ``running``."""
+        run = Run(
+            run_id=new_run_id(),
+            job_id=job_id,
+            job_name=job_name,
+            scheduled_at=scheduled_at,
+            instance=self.instance,
+            origin=origin,
+            tags=tags,
+            max_runtime=max_runtime,
+            key=key,
+            started_at=started_at,
+        )
+        if hooks and self._hooks:
+            tokens = []
+            for hook in self._hooks:
+                try:
+                    tokens.append(hook.enter(run))
+                except Exception as exc:
+                    tokens.append(None)
+                    self.report_error(hook.name, exc)
+            run.extras["_hook_tokens"] = tokens
+        with self._lock:
+            self._live[run.run_id] = run
+            if key is not None:
+                self._by_key[key] = run
+        self._publish(run.snapshot())
+        return run
+
+    def close_run(
+        self,
+        run: Run,
+        *,
+        error: BaseException | None = None,
+        status: Status | None = None,
+        finished_at: datetime | None = None,
+        error_details: tuple[str, str, str] | None = None,
+    ) -> Execution | None:
+        """The run ended: exit its hooks and publish its final record.
+
+        The status comes from ``status``, else from the watchdog's ``forced_status``,
+        else from ``error``. Returns ``None`` when the run had already been closed
+        (for instance as ``interrupted`` when the tracker shut down under it).
+        """
+        duration = run.elapsed_s
+        with self._lock:
+            if self._live.pop(run.run_id, None) is None:
+                return None
+            if run.key is not None:
+                self._by_key.pop(run.key, None)
+        final = status or run.forced_status or status_for(error)
+        tokens = run.extras.pop("_hook_tokens", None)
+        if tokens is not None:
+            for hook, token in zip(reversed(self._hooks), reversed(tokens), strict=False):
+                try:
+                    hook.exit(run, token, final, error)
+                except Exception as exc:
+                    self.report_error(hook.name, exc)
+        etype = emessage = etb = None
+        if error_details is not None:
+            etype, emessage, etb = error_details
+        elif error is not None:
+            try:
+                etype, emessage, etb = describe(error)
+            except Exception as exc:  # a broken __str__ must not reach the job
+                etype, emessage, etb = type(error).__name__, "<unprintable error>", None
+                self.report_error("hub", exc)
+        finished = finished_at or datetime.now(UTC)
+        record = Execution(
+            run_id=run.run_id,
+            job_id=run.job_id,
+            job_name=run.job_name,
+            status=final,
+            scheduled_at=run.scheduled_at,
+            started_at=run.started_at,
+            finished_at=finished,
+            duration_s=duration if finished_at is None else max(
+                0.0, (finished - run.started_at).total_seconds()
+            ),
+            lateness_s=run.lateness_s,
+            error_type=etype,
+            error_message=emessage,
+            traceback=etb,
+            instance=run.instance,
+            origin=run.origin,
+            trace_id=run.trace_id,
+            span_id=run.span_id,
+            tags=run.tags,
+        )
+        self._publish(record)
+        return record
+
+    def record(self, execution: Execution) -> None:
+        """Publish a record that has no run in progress behind it (``missed``, ``skipped``)."""
+        if not execution.instance:
+            execution = execution.evolve(instance=self.instance)
+        self._publish(execution)
+
+    def job_changed(self, state: JobState) -> None:
+        """Publish what changed about a job (added, modified, paused, removed...)."""
+        self._publish(state)
+
+    def live_runs(self) -> list[Run]:
+        """Runs in progress right now, oldest first."""
+        with self._lock:
+            return list(self._live.values())
+
+    # -- runs known only from scheduler events (any order) -------------------------
+
+    def event_started(
+        self, key: Hashable, *, job_id: str, job_name: str, scheduled_at: datetime,
+        tags: Mapping[str, str] | None = None, origin: Origin = Origin.SCHEDULED,
+    ) -> None:
+        """A run was submitted (start known only approximately). Ignored if it already ended."""
+        with self._lock:
+            if key in self._by_key or key in self._tombstones:
+                self._tombstones.pop(key, None)
+                return
+        self.open_run(
+            job_id=job_id, job_name=job_name, scheduled_at=scheduled_at, key=key, tags=tags,
+            hooks=False, origin=origin,
+        )
+
+    def event_finished(
+        self,
+        key: Hashable,
+        *,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime,
+        error: BaseException | None = None,
+        traceback: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        origin: Origin = Origin.SCHEDULED,
+    ) -> None:
+        """A run ended. If its start was not seen yet, it is recorded now and the start ignored."""
+        with self._lock:
+            run = self._by_key.get(key)
+            if run is None:
+                self._tombstones[key] = None
+                if len(self._tombstones) > _TOMBSTONES:
+                    self._tombstones.popitem(last=False)
+        if run is None:
+            run = self.open_run(
+                job_id=job_id, job_name=job_name, scheduled_at=scheduled_at, key=key, tags=tags,
+                hooks=False, origin=origin,
+            )
+        details = None
+        if error is not None:
+            etype, emessage, _ = describe(error)
+            details = (etype, emessage, traceback or "")
+        self.close_run(run, error=error, error_details=details)
+
+    # -- health, flush, close ------------------------------------------------------
+
+    def stats(self) -> HubStats:
+        pending = 0
+        for worker in self._workers:
+            pending += worker.pending + int(getattr(worker.sink, "pending", 0))
+        return HubStats(
+            pending=pending,
+            dropped=dict(self._dropped),
+            sink_errors=dict(self._errors),
+            live_runs=len(self._live),
+        )
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every sink has handled and flushed what was published so far."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        for worker in self._workers:
+            remaining = max(0.0, deadline - time.monotonic())
+            ok = worker.flush(remaining) and ok
+        return ok
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Record runs still in progress as ``interrupted``, flush every sink and stop."""
+        if self._closed:
+            return
+        for run in self.live_runs():
+            self.close_run(run, status=Status.INTERRUPTED)
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.stop(max(0.1, deadline - time.monotonic()))
+
+    def report_error(self, sink: str, exc: BaseException) -> None:
+        """Count an exception raised by a sink or hook and log it (at most once a minute per sink)."""
+        self._errors[sink] = self._errors.get(sink, 0) + 1
+        now = time.monotonic()
+        if now - self._last_log.get(sink, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_log[sink] = now
+            logger.error(
+                "tracker sink %r failed (%d errors so far); the job is not affected",
+                sink, self._errors[sink], exc_info=exc,
+            )
+
+    def count_drop(self, sink: str, count: int) -> None:
+        """Count records dropped by ``sink`` and log it (at most once a minute per sink)."""
+        self._dropped[sink] = self._dropped.get(sink, 0) + count
+        now = time.monotonic()
+        key = f"drop:{sink}"
+        if now - self._last_log.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_log[key] = now
+            logger.error(
+                "tracker sink %r dropped records: its buffer is full (%d dropped so far)",
+                sink, self._dropped[sink],
+            )
+
+    def _publish(self, event: TrackerEvent) -> None:
+        for worker in self._workers:
+            worker.put(event)

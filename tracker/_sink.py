@@ -1,0 +1,55 @@
+"""The protocol every sink satisfies, and the no-op base class sinks extend.
+
+A sink receives what the hub publishes — :class:`~tracker.Execution` records and
+:class:`~tracker.JobState` changes — in batches, on a thread of its own
+(see :mod:`tracker._dispatch`), never on the job's path. Types a sink does not know
+are to be ignored, so new event types can be added without breaking sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from ._record import Execution, JobState
+
+TrackerEvent = Execution | JobState
+"""What flows from the hub to the sinks."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """An outbound destination for tracker events."""
+
+    name: str
+    """Short name used in logs and in ``jobtracker_sink_errors_total{sink=...}``."""
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        """Take a batch of events, oldest first. May raise: the hub counts and logs it."""
+
+    def tick(self) -> None:
+        """Called periodically (every dispatch interval) even without events: retries, heartbeats."""
+
+    def flush(self, timeout: float) -> bool:
+        """Make everything handled so far durable/delivered; ``True`` if it all went out."""
+
+    def close(self, timeout: float) -> None:
+        """Flush what can be flushed within ``timeout`` and release resources."""
+
+
+class BaseSink:
+    """A sink that does nothing; override what you need."""
+
+    name = "sink"
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        return None
+
+    def tick(self) -> None:
+        return None
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float) -> None:
+        return None

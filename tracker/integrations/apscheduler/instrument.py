@@ -1,0 +1,312 @@
+"""Attaching a tracker to an APScheduler 3 scheduler.
+
+Listeners turn scheduler events into records:
+
+* ``SUBMITTED``/``EXECUTED``/``ERROR`` — runs of jobs *not* decorated with
+  :func:`tracked_job` (decorated ones are recorded from inside the run, exactly);
+  they may arrive in any order (APScheduler can announce EXECUTED before SUBMITTED).
+* ``MISSED`` — a ``missed`` record with the fire time that was due.
+* ``MAX_INSTANCES`` — a ``skipped`` record per fire time that was not started.
+* fire times dropped by coalescing — one ``missed`` record whose ``coalesced`` field
+  says how many fire times it stands for.
+* job added/modified/removed, paused/resumed — :class:`~tracker.JobState` updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_ALL_JOBS_REMOVED,
+    EVENT_JOB_ADDED,
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_MODIFIED,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+    EVENT_SCHEDULER_STARTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.executors.pool import ProcessPoolExecutor
+
+from ... import _context
+from ..._hub import Hub
+from ..._ids import new_run_id
+from ..._record import Execution, Origin, Status
+from .registry import JobRegistry, KnownJob
+from .resolve import instrumented, resolve_apscheduler
+
+logger = logging.getLogger("tracker.apscheduler")
+
+MASK = (
+    EVENT_SCHEDULER_STARTED
+    | EVENT_JOB_ADDED
+    | EVENT_JOB_MODIFIED
+    | EVENT_JOB_REMOVED
+    | EVENT_ALL_JOBS_REMOVED
+    | EVENT_JOB_SUBMITTED
+    | EVENT_JOB_EXECUTED
+    | EVENT_JOB_ERROR
+    | EVENT_JOB_MISSED
+    | EVENT_JOB_MAX_INSTANCES
+)
+_MAX_COUNTED = 100_000
+_MANUAL_KEPT = 1_000
+
+
+def instrumentation_for(scheduler: Any) -> SchedulerInstrumentation | None:
+    """The instrumentation attached to ``scheduler``, if any."""
+    return instrumented.get(id(scheduler))
+
+
+class SchedulerInstrumentation:
+    """Listeners and bookkeeping for one scheduler. Create with :meth:`Tracker.instrument`."""
+
+    def __init__(self, scheduler: Any, hub: Hub) -> None:
+        self.scheduler = scheduler
+        self.hub = hub
+        self.registry = JobRegistry()
+        self._lock = threading.RLock()
+        self._manual: OrderedDict[str, str] = OrderedDict()
+        _context.add_resolver(resolve_apscheduler)
+        instrumented[id(scheduler)] = self
+        scheduler.add_listener(self._on_event, MASK)
+        if scheduler.running:
+            self.scan()
+
+    def detach(self) -> None:
+        """Stop listening to the scheduler."""
+        try:
+            self.scheduler.remove_listener(self._on_event)
+        except KeyError:
+            pass
+        if instrumented.get(id(self.scheduler)) is self:
+            del instrumented[id(self.scheduler)]
+
+    # -- manual runs -----------------------------------------------------------------
+
+    def run_now(self, job_id: str) -> str:
+        """Run the job once, now, without touching its schedule; recorded with origin ``manual``.
+
+        The run goes through the scheduler as a one-shot copy of the job (same function,
+        arguments, executor and store) whose records carry the original job's id.
+        Returns the one-shot job's id. Raises APScheduler's ``JobLookupError`` for an
+        unknown job.
+        """
+        from apscheduler.jobstores.base import JobLookupError
+
+        job = self.scheduler.get_job(job_id)
+        if job is None:
+            raise JobLookupError(job_id)
+        manual_id = f"{job_id}#manual-{new_run_id()[-12:]}"
+        with self._lock:
+            self._manual[manual_id] = job_id
+            while len(self._manual) > _MANUAL_KEPT:
+                self._manual.popitem(last=False)
+        self.scheduler.add_job(
+            job.func,
+            "date",
+            run_date=datetime.now(UTC),
+            args=job.args,
+            kwargs=job.kwargs,
+            id=manual_id,
+            name=job.name,
+            executor=job.executor,
+            jobstore=job._jobstore_alias or "default",
+            misfire_grace_time=None,
+        )
+        return manual_id
+
+    def manual_origin(self, job_id: str) -> str | None:
+        """The original job id when ``job_id`` is a one-shot made by :meth:`run_now`."""
+        return self._manual.get(job_id) if self._manual else None
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Learn every job of every store (on start, or when attached to a running scheduler)."""
+        for job in self.scheduler.get_jobs():
+            self._learn(job)
+
+    def _learn(self, job: Any) -> KnownJob:
+        with self._lock:
+            known = self.registry.put(KnownJob.from_job(job))
+            known.expected_next = known.next_run_at if known.next_run_at else known.expected_next
+        if self.manual_origin(known.job_id) is None:
+            self.hub.job_changed(known.state())
+        return known
+
+    def _refresh(self, job_id: str, jobstore: str | None) -> None:
+        try:
+            job = self.scheduler.get_job(job_id, jobstore)
+        except Exception:
+            logger.exception("tracker could not read job %r from its store", job_id)
+            return
+        if job is not None:
+            self._learn(job)
+
+    def _forget(self, job_id: str) -> None:
+        with self._lock:
+            known = self.registry.remove(job_id)
+        if known is not None and self.manual_origin(job_id) is None:
+            self.hub.job_changed(known.state(removed=True))
+
+    def _known(self, job_id: str) -> KnownJob | None:
+        known = self.registry.get(job_id)
+        if known is None:
+            self._refresh(job_id, None)
+            known = self.registry.get(job_id)
+        return known
+
+    def _records_in_run(self, known: KnownJob | None) -> bool:
+        if known is None or not known.tracked:
+            return False
+        executor = self.scheduler._executors.get(known.executor)
+        return not isinstance(executor, ProcessPoolExecutor)
+
+    # -- events ----------------------------------------------------------------------
+
+    def _on_event(self, event: SchedulerEvent) -> None:
+        try:
+            self._dispatch(event)
+        except Exception as exc:  # never break the scheduler's event loop
+            self.hub.report_error("apscheduler", exc)
+
+    def _dispatch(self, event: SchedulerEvent) -> None:
+        code = event.code
+        if code == EVENT_JOB_SUBMITTED:
+            assert isinstance(event, JobSubmissionEvent)
+            self._on_submitted(event)
+        elif code in (EVENT_JOB_EXECUTED, EVENT_JOB_ERROR):
+            assert isinstance(event, JobExecutionEvent)
+            known = self._known(event.job_id)
+            if not self._records_in_run(known):
+                job_id, origin = self._identity(event.job_id)
+                self.hub.event_finished(
+                    (event.job_id, event.scheduled_run_time),
+                    job_id=job_id,
+                    origin=origin,
+                    job_name=known.name if known else event.job_id,
+                    scheduled_at=event.scheduled_run_time.astimezone(UTC),
+                    error=event.exception,
+                    traceback=event.traceback,
+                    tags=known.tags if known else None,
+                )
+        elif code == EVENT_JOB_MISSED:
+            assert isinstance(event, JobExecutionEvent)
+            self._record(event.job_id, Status.MISSED, event.scheduled_run_time, message=(
+                "The fire time passed beyond the job's misfire_grace_time before it could run."
+            ))
+        elif code == EVENT_JOB_MAX_INSTANCES:
+            assert isinstance(event, JobSubmissionEvent)
+            known = self._known(event.job_id)
+            for run_time in event.scheduled_run_times:
+                self._record(event.job_id, Status.SKIPPED, run_time, message=(
+                    "Not started: the job's max_instances runs were still in progress."
+                ))
+            self._advance(known, event.scheduled_run_times)
+        elif code in (EVENT_JOB_ADDED, EVENT_JOB_MODIFIED):
+            assert isinstance(event, JobEvent)
+            self._refresh(event.job_id, event.jobstore)
+        elif code == EVENT_JOB_REMOVED:
+            assert isinstance(event, JobEvent)
+            self._forget(event.job_id)
+        elif code == EVENT_ALL_JOBS_REMOVED:
+            for job_id in list(self.registry.jobs):
+                self._forget(job_id)
+        elif code == EVENT_SCHEDULER_STARTED:
+            self.scan()
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        known = self._known(event.job_id)
+        run_times = event.scheduled_run_times
+        if known is not None and known.expected_next is not None and run_times:
+            self._count_coalesced(known, run_times[0])
+        if not self._records_in_run(known):
+            job_id, origin = self._identity(event.job_id)
+            for run_time in run_times:
+                self.hub.event_started(
+                    (event.job_id, run_time),
+                    job_id=job_id,
+                    origin=origin,
+                    job_name=known.name if known else event.job_id,
+                    scheduled_at=run_time.astimezone(UTC),
+                    tags=known.tags if known else None,
+                )
+        self._advance(known, run_times)
+
+    def _identity(self, job_id: str) -> tuple[str, Origin]:
+        original = self.manual_origin(job_id)
+        return (original, Origin.MANUAL) if original is not None else (job_id, Origin.SCHEDULED)
+
+    def _advance(self, known: KnownJob | None, run_times: list[datetime]) -> None:
+        """After a submission, compute the next fire time (as APScheduler just did)."""
+        if known is None or not run_times or self.manual_origin(known.job_id) is not None:
+            return
+        try:
+            nxt = known.trigger.get_next_fire_time(run_times[-1], datetime.now(UTC))
+        except Exception:
+            nxt = None
+        nxt = nxt.astimezone(UTC) if nxt is not None else None
+        changed = nxt != known.next_run_at
+        known.expected_next = nxt
+        known.next_run_at = nxt
+        if changed:
+            self.hub.job_changed(known.state())
+
+    def _count_coalesced(self, known: KnownJob, first_run_time: datetime) -> None:
+        expected = known.expected_next
+        if expected is None or expected >= first_run_time:
+            return
+        count = 0
+        current: datetime | None = expected
+        trigger = known.trigger
+        while current is not None and current < first_run_time and count < _MAX_COUNTED:
+            count += 1
+            nxt = trigger.get_next_fire_time(current, current + timedelta(microseconds=1))
+            if nxt is not None and nxt <= current:
+                break
+            current = nxt
+        if count:
+            self.hub.record(
+                Execution(
+                    run_id=new_run_id(),
+                    job_id=known.job_id,
+                    job_name=known.name,
+                    status=Status.MISSED,
+                    scheduled_at=expected.astimezone(UTC),
+                    finished_at=datetime.now(UTC),
+                    coalesced=count,
+                    error_message=(
+                        f"{count} fire time(s) from {expected.astimezone(UTC).isoformat()} to "
+                        f"before {first_run_time.astimezone(UTC).isoformat()} were coalesced "
+                        "into one run (coalesce=True)."
+                    ),
+                    tags=known.tags,
+                )
+            )
+
+    def _record(self, job_id: str, status: Status, run_time: datetime, *, message: str) -> None:
+        known = self._known(job_id)
+        self.hub.record(
+            Execution(
+                run_id=new_run_id(),
+                job_id=job_id,
+                job_name=known.name if known else job_id,
+                status=status,
+                scheduled_at=run_time.astimezone(UTC),
+                finished_at=datetime.now(UTC),
+                lateness_s=(datetime.now(UTC) - run_time).total_seconds(),
+                error_message=message,
+                tags=known.tags if known else {},
+            )
+        )

@@ -1,0 +1,90 @@
+"""What the integration knows about each job of a scheduler, kept in memory.
+
+Filled when the scheduler starts (every job in every store) and kept current from
+job events, so listeners never query a job store on a run's path. Removed jobs stay
+findable for a while, because APScheduler announces a one-shot job's removal before
+the submission of its last run.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..._decorator import job_options
+from ..._record import JobState
+
+_REMOVED_KEPT = 10_000
+
+
+@dataclass(slots=True)
+class KnownJob:
+    job_id: str
+    name: str
+    trigger: Any
+    executor: str
+    tracked: bool
+    """Decorated with @tracked_job: runs are recorded from inside the run, not from events."""
+    next_run_at: datetime | None
+    expected_next: datetime | None
+    """The next fire time we expect to see submitted; earlier ones were coalesced away."""
+    tags: dict[str, str]
+    max_runtime: float | None
+
+    @classmethod
+    def from_job(cls, job: Any) -> KnownJob:
+        options = job_options(job.func)
+        next_run = getattr(job, "next_run_time", None)
+        next_run = next_run.astimezone(UTC) if next_run is not None else None
+        return cls(
+            job_id=job.id,
+            name=job.name,
+            trigger=job.trigger,
+            executor=job.executor,
+            tracked=options is not None,
+            next_run_at=next_run,
+            expected_next=next_run,
+            tags=dict(options.tags) if options else {},
+            max_runtime=options.max_runtime if options else None,
+        )
+
+    def state(self, *, removed: bool = False) -> JobState:
+        return JobState(
+            job_id=self.job_id,
+            job_name=self.name,
+            trigger=str(self.trigger),
+            next_run_at=None if removed else self.next_run_at,
+            paused=self.next_run_at is None and not removed,
+            removed=removed,
+            tags=self.tags,
+            max_runtime=self.max_runtime,
+        )
+
+
+class JobRegistry:
+    """job id → :class:`KnownJob`, plus recently removed jobs."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, KnownJob] = {}
+        self._removed: OrderedDict[str, KnownJob] = OrderedDict()
+
+    def put(self, known: KnownJob) -> KnownJob:
+        previous = self.jobs.get(known.job_id)
+        if previous is not None and previous.trigger is known.trigger:
+            known.expected_next = previous.expected_next or known.expected_next
+        self.jobs[known.job_id] = known
+        self._removed.pop(known.job_id, None)
+        return known
+
+    def remove(self, job_id: str) -> KnownJob | None:
+        known = self.jobs.pop(job_id, None)
+        if known is not None:
+            self._removed[job_id] = known
+            if len(self._removed) > _REMOVED_KEPT:
+                self._removed.popitem(last=False)
+        return known
+
+    def get(self, job_id: str) -> KnownJob | None:
+        return self.jobs.get(job_id) or self._removed.get(job_id)

@@ -1,0 +1,77 @@
+"""Telling a :func:`tracked_job` wrapper which job and fire time it is running for.
+
+APScheduler 3 calls ``job.func(*job.args, **job.kwargs)`` from ``run_job`` (threads)
+or ``run_coroutine_job`` (asyncio), whose frames hold the ``job`` and the current
+``run_time``. The wrapper looks a few frames up for one of them. That costs about a
+microsecond, needs no change to APScheduler, works with every executor built on those
+two functions (thread pool, asyncio, gevent, tornado, twisted, debug), and keeps the
+stored job function the user's own (so persistent job stores keep working).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.base import run_coroutine_job, run_job
+
+from ..._context import Dispatch
+from ..._record import Origin
+
+if TYPE_CHECKING:
+    from .instrument import SchedulerInstrumentation
+
+_RUN_CODES = frozenset({run_job.__code__, run_coroutine_job.__code__})
+_MAX_DEPTH = 12
+
+instrumented: dict[int, SchedulerInstrumentation] = {}
+"""Instrumentation by ``id(scheduler)``; entries are removed when detached."""
+
+
+def _calls(func: Any, wrapper: Callable[..., object]) -> bool:
+    """Whether calling ``func`` reaches ``wrapper`` (itself, a partial, or a ``@wraps`` chain)."""
+    for _ in range(8):
+        if func is wrapper:
+            return True
+        if isinstance(func, functools.partial):
+            func = func.func
+        else:
+            func = getattr(func, "__wrapped__", None)
+            if func is None:
+                return False
+    return False
+
+
+def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
+    """The job and fire time ``wrapper`` is being run for by APScheduler, if it is."""
+    frame = sys._getframe(1)
+    for _ in range(_MAX_DEPTH):
+        if frame.f_code in _RUN_CODES:
+            break
+        back = frame.f_back
+        if back is None:
+            return None
+        frame = back
+    else:
+        return None
+    local = frame.f_locals
+    job = local.get("job")
+    run_time = local.get("run_time")
+    if job is None or run_time is None or not _calls(job.func, wrapper):
+        return None
+    inst = instrumented.get(id(job._scheduler))
+    origin = Origin.SCHEDULED
+    job_id = job.id
+    original = inst.manual_origin(job_id) if inst is not None else None
+    if original is not None:
+        origin, job_id = Origin.MANUAL, original
+    return Dispatch(
+        hub=inst.hub if inst is not None else None,
+        job_id=job_id,
+        job_name=job.name,
+        scheduled_at=run_time.astimezone(UTC),
+        origin=origin,
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the tracker's tables (version table ``tracker_alembic_version``)."""

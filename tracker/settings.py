@@ -1,0 +1,34 @@
+"""Settings read from the environment (``TRACKER_*``) or passed in code."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrackerSettings(BaseSettings):
+    """Every setting has a ``TRACKER_`` environment variable, e.g. ``TRACKER_DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the history database; default a SQLite file "
+        "`tracker.sqlite3` in the working directory. `postgresql://` uses psycopg 3.",
+    )
+    flush_interval: float = Field(
+        default=0.05, gt=0, le=60,
+        description="Seconds between background writes (also the most a hard kill can lose).",
+    )
+    buffer_size: int = Field(
+        default=100_000, ge=100,
+        description="Records kept in memory per sink while its destination is down.",
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Create/upgrade the tracker's tables with Alembic at start."
+    )
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    stale_after: float = Field(
+        default=60.0, gt=0,
+        description="An instance silent this long is dead: its running rows become interrupted.",
+    )

@@ -1,0 +1,1 @@
+"""Outbound adapters: one sub-package or module per destination."""

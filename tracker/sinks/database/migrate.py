@@ -1,0 +1,50 @@
+"""Bringing the tracker's tables up to date with Alembic (safe with several replicas)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, text
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+_PG_LOCK_KEY = 0x7472_6B72  # "trkr": one migration at a time across replicas
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """An Alembic config for tracker's migrations, on ``connection`` or ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the tracker's tables to ``revision``; replicas starting together take turns."""
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+            conn.commit()
+        try:
+            command.upgrade(alembic_config(conn), revision)
+            conn.commit()
+        finally:
+            if postgres:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+                conn.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or ``None`` before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    from .schema import VERSION_TABLE
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

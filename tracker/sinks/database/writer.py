@@ -1,0 +1,301 @@
+"""The database sink: batched, merged, retried writes of run records.
+
+Records arrive in batches on the sink's own thread. They are merged by run id
+(a run that starts and finishes between two writes is written once, in its final
+state) and written with one upsert per batch; an older ``running`` state never
+overwrites a finished one. While the database is down or locked, records wait in a
+bounded buffer and are retried with exponential backoff; past the bound, new runs
+are dropped and counted. The job never waits for any of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..._ids import hostname
+from ..._record import Execution, Status
+from ..._sink import BaseSink, TrackerEvent
+from . import migrate
+from .engine import redact
+from .rows import to_row
+from .schema import executions, instances
+
+logger = logging.getLogger("tracker.database")
+
+_CHUNK = 2_000
+_UPDATABLE = [c.name for c in executions.columns if c.name != "run_id"]
+
+
+class DatabaseSink(BaseSink):
+    """Writes every record to ``job_executions``; keeps this instance's heartbeat."""
+
+    name = "database"
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        instance: str,
+        buffer_size: int = 100_000,
+        auto_migrate: bool = True,
+        heartbeat_interval: float = 10.0,
+        stale_after: float = 60.0,
+        on_drop: Callable[[str, int], None] | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.instance = instance
+        self.buffer_size = buffer_size
+        self.auto_migrate = auto_migrate
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_after = stale_after
+        self.max_backoff = max_backoff
+        self._on_drop = on_drop
+        self._pending: dict[str, Execution] = {}
+        self._ready = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._next_heartbeat = 0.0
+        self.last_error: str | None = None
+        self.last_write_at: datetime | None = None
+        self.written = 0
+        self._upsert = self._build_upsert()
+        self._url = redact(engine.url.render_as_string(hide_password=False))
+        self._try(self._prepare)
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self._pending)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last attempt to use the database succeeded."""
+        return self._ready and self._failures == 0
+
+    # -- sink protocol -------------------------------------------------------------
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        pending = self._pending
+        dropped = 0
+        for event in events:
+            if not isinstance(event, Execution):
+                continue
+            previous = pending.get(event.run_id)
+            if previous is None:
+                if len(pending) >= self.buffer_size:
+                    dropped += 1
+                    continue
+                pending[event.run_id] = event
+            elif previous.status is Status.RUNNING or event.status is not Status.RUNNING:
+                pending[event.run_id] = event
+        if dropped:
+            if self._on_drop is not None:
+                self._on_drop(self.name, dropped)
+            else:
+                logger.error("tracker database buffer full: dropped %d records", dropped)
+        self._write_if_due()
+
+    def tick(self) -> None:
+        self._write_if_due()
+        if self._ready and time.monotonic() >= self._next_heartbeat:
+            self._try(self._heartbeat)
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._ready:
+                self._try(self._prepare)
+            if self._ready and self._pending:
+                self._try(self._write)
+            if not self._pending and self._ready:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, max(0.05, self._retry_at - time.monotonic())))
+
+    def close(self, timeout: float) -> None:
+        ok = self.flush(timeout)
+        if not ok:
+            logger.error(
+                "tracker could not write %d records to %s before shutdown: %s",
+                len(self._pending), self._url, self.last_error,
+            )
+        else:
+            self._try(self._mark_stopped)
+        self.engine.dispose()
+
+    # -- writing -------------------------------------------------------------------
+
+    def _write_if_due(self) -> None:
+        if not self._pending or time.monotonic() < self._retry_at:
+            return
+        if not self._ready and not self._try(self._prepare):
+            return
+        self._try(self._write)
+
+    def _write(self) -> None:
+        batch = self._pending
+        self._pending = {}
+        rows = [to_row(e) for e in batch.values()]
+        try:
+            with self.engine.begin() as conn:
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(self._upsert, rows[start : start + _CHUNK])
+        except BaseException:
+            # Put the batch back, keeping anything newer that arrived meanwhile.
+            batch.update(self._pending)
+            self._pending = batch
+            raise
+        self.written += len(rows)
+        self.last_write_at = datetime.now(UTC)
+
+    def _build_upsert(self) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(executions)
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(executions)
+        else:  # other backends: plain insert, updates by run id on conflict are not supported
+            return insert(executions)
+        return stmt.on_conflict_do_update(
+            index_elements=[executions.c.run_id],
+            set_={name: stmt.excluded[name] for name in _UPDATABLE},
+            where=executions.c.status == Status.RUNNING.value,
+        )
+
+    def _try(self, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+        except (SQLAlchemyError, OSError) as exc:
+            self._failures += 1
+            delay = min(self.max_backoff, 0.05 * 2 ** min(self._failures, 10))
+            self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if self._failures == 1 or self.last_error != message:
+                logger.warning(
+                    "tracker cannot write to %s (%s); %d records kept, retrying",
+                    self._url, message, len(self._pending),
+                )
+            self.last_error = message
+            return False
+        if self._failures:
+            logger.info("tracker database %s is back; writing resumed", self._url)
+        self._failures = 0
+        self._retry_at = 0.0
+        return True
+
+    # -- instances: heartbeat, and closing the runs of dead ones --------------------
+
+    def _prepare(self) -> None:
+        if self.auto_migrate:
+            migrate.upgrade(self.engine)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(instances).values(
+                    instance=self.instance, hostname=hostname(), pid=os.getpid(),
+                    started_at=now, heartbeat_at=now,
+                )
+            )
+        self._ready = True
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
+
+    def _heartbeat(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.instance == self.instance)
+                .values(heartbeat_at=datetime.now(UTC))
+            )
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
+
+    def _mark_stopped(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.instance == self.instance)
+                .values(stopped_at=datetime.now(UTC))
+            )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def interrupt_dead_instances(
+    engine: Engine, *, stale_after: float, exclude: str | None = None
+) -> int:
+    """Close as ``interrupted`` the ``running`` rows of instances that died.
+
+    An instance is dead when it stopped cleanly, when it ran on this host under a
+    process id that no longer exists, or when its heartbeat is older than
+    ``stale_after`` seconds. Rows of live instances are untouched. Returns the number
+    of rows closed.
+    """
+    now = datetime.now(UTC)
+    host = hostname()
+    with engine.begin() as conn:
+        candidates = conn.execute(
+            select(instances.c.instance, instances.c.hostname, instances.c.pid,
+                   instances.c.heartbeat_at).where(instances.c.stopped_at.is_(None))
+        ).all()
+        dead = []
+        for inst, inst_host, pid, heartbeat_at in candidates:
+            if inst == exclude:
+                continue
+            if (inst_host == host and not _pid_alive(pid)) or heartbeat_at < now - timedelta(
+                seconds=stale_after
+            ):
+                dead.append((inst, heartbeat_at))
+        closed = 0
+        for inst, heartbeat_at in dead:
+            result = conn.execute(
+                update(executions)
+                .where(and_(executions.c.status == Status.RUNNING.value,
+                            executions.c.instance == inst))
+                .values(
+                    status=Status.INTERRUPTED.value,
+                    finished_at=heartbeat_at,
+                    error_type="tracker.ProcessDied",
+                    error_message=(
+                        f"The process running this job ({inst}) stopped while it was in progress; "
+                        f"it was last seen at {heartbeat_at.isoformat()}."
+                    ),
+                )
+            )
+            closed += result.rowcount or 0
+            conn.execute(
+                update(instances).where(instances.c.instance == inst).values(stopped_at=heartbeat_at)
+            )
+        # Forget instances that stopped long ago (their rows are closed).
+        conn.execute(
+            instances.delete().where(
+                and_(instances.c.stopped_at.is_not(None),
+                     instances.c.stopped_at < now - timedelta(days=7))
+            )
+        )
+    if closed:
+        logger.warning("tracker closed %d runs left running by dead processes as interrupted", closed)
+    return closed
