@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._record import Execution, Origin
 
@@ -24,17 +23,19 @@ _current: ContextVar[Run | None] = ContextVar("tracker_current_run", default=Non
 _default_hubs: list[Hub] = []
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     """What a scheduler integration knows about the run a tracked function is called for."""
 
     hub: Hub | None
     job_id: str
     job_name: str
-    scheduled_at: datetime
+    scheduled_at: datetime | None
     origin: Origin = Origin.SCHEDULED
     tags: Mapping[str, str] | None = None
     max_runtime: float | None = None
+    extras: Mapping[str, object] | None = None
+    """What was carried from where the run was requested (see :func:`carry`); hooks read it
+    from ``run.extras``."""
 
 
 Resolver = Callable[[Callable[..., object]], "Dispatch | None"]
@@ -50,11 +51,37 @@ def add_resolver(resolver: Resolver) -> None:
 
 
 def resolve(wrapper: Callable[..., object]) -> Dispatch | None:
+    """Ask each registered integration which job and fire time ``wrapper`` runs for."""
     for resolver in _resolvers:
         dispatch = resolver(wrapper)
         if dispatch is not None:
             return dispatch
     return None
+
+
+_carriers: dict[str, Callable[[], object]] = {}
+
+
+def add_carrier(name: str, capture: Callable[[], object]) -> None:
+    """Have ``capture()`` called where a run is requested (``run_now``, in the caller's context).
+
+    What it returns reaches the run's hooks as ``run.extras[name]``: the tracing hook
+    uses it to link a manual run to the HTTP request that asked for it.
+    """
+    _carriers[name] = capture
+
+
+def carry() -> dict[str, object] | None:
+    """What every registered carrier captures now; ``None`` when there is none."""
+    if not _carriers:
+        return None
+    carried: dict[str, object] = {}
+    for name, capture in list(_carriers.items()):
+        try:
+            carried[name] = capture()
+        except Exception:  # a carrier must never stop the request
+            continue
+    return carried
 
 
 def push_default(hub: Hub) -> None:
@@ -83,5 +110,5 @@ def current_run() -> Execution | None:
 
 
 def current_run_state() -> Run | None:
-    """The live :class:`~tracker._run.Run` object of the current run (for hooks and integrations)."""
+    """The live :class:`~tracker._run.Run` of the current run (for hooks and integrations)."""
     return _current.get()

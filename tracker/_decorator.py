@@ -27,6 +27,8 @@ class JobOptions:
 
     max_runtime: float | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    name: str = ""
+    """The function's qualified name: the job id and name of direct calls."""
 
 
 def job_options(func: object) -> JobOptions | None:
@@ -36,8 +38,10 @@ def job_options(func: object) -> JobOptions | None:
         options = getattr(func, OPTIONS_ATTR, None)
         if isinstance(options, JobOptions):
             return options
-        func = getattr(func, "func", None) if isinstance(func, functools.partial) else getattr(
-            func, "__wrapped__", None
+        func = (
+            getattr(func, "func", None)
+            if isinstance(func, functools.partial)
+            else getattr(func, "__wrapped__", None)
         )
         seen += 1
     return None
@@ -69,7 +73,9 @@ class _Scope:
             self.hub.report_error("hub", exc)
 
 
-def _open(wrapper: Callable[..., object], fn: Callable[..., object], options: JobOptions) -> _Scope | None:
+def _open(
+    wrapper: Callable[..., object], fn: Callable[..., object], options: JobOptions
+) -> _Scope | None:
     try:
         dispatch = _context.resolve(wrapper)
         hub = dispatch.hub if dispatch is not None and dispatch.hub is not None else None
@@ -77,19 +83,26 @@ def _open(wrapper: Callable[..., object], fn: Callable[..., object], options: Jo
         if hub is None or hub.closed:
             return None
         if dispatch is None:
-            name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
-            dispatch = Dispatch(hub=hub, job_id=name, job_name=name, scheduled_at=None,  # type: ignore[arg-type]
-                                origin=Origin.DIRECT)
-        tags = dict(options.tags)
+            dispatch = Dispatch(
+                hub=hub,
+                job_id=options.name,
+                job_name=options.name,
+                scheduled_at=None,
+                origin=Origin.DIRECT,
+            )
+        tags = options.tags
         if dispatch.tags:
-            tags.update(dispatch.tags)
+            tags = {**tags, **dispatch.tags}
         run = hub.open_run(
             job_id=dispatch.job_id,
             job_name=dispatch.job_name,
             scheduled_at=dispatch.scheduled_at,
             origin=dispatch.origin,
             tags=tags,
-            max_runtime=options.max_runtime if dispatch.max_runtime is None else dispatch.max_runtime,
+            max_runtime=options.max_runtime
+            if dispatch.max_runtime is None
+            else dispatch.max_runtime,
+            extras=dispatch.extras,
         )
         return _Scope(hub, run)
     except Exception as exc:  # tracking must never stop the job
@@ -100,8 +113,10 @@ def _open(wrapper: Callable[..., object], fn: Callable[..., object], options: Jo
 
 
 def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    options = JobOptions(max_runtime=options.max_runtime, tags=options.tags, name=name)
     if inspect.iscoroutinefunction(fn):
-        async_fn: Callable[P, Coroutine[Any, Any, Any]] = fn  # type: ignore[assignment]
+        async_fn: Callable[P, Coroutine[Any, Any, Any]] = fn
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:

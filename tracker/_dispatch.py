@@ -44,7 +44,9 @@ class SinkWorker:
         self.sink = sink
         self.capacity = capacity
         self.interval = interval
-        self._queue: deque[TrackerEvent | _FlushRequest] = deque()
+        self._queue: deque[TrackerEvent] = deque()
+        self._flushes: list[_FlushRequest] = []
+        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._on_error = on_error
@@ -71,7 +73,8 @@ class SinkWorker:
         if not self._thread.is_alive():
             return not self._queue
         request = _FlushRequest(timeout)
-        self._queue.append(request)
+        with self._flush_lock:
+            self._flushes.append(request)
         self._wake.set()
         return request.done.wait(timeout) and request.ok
 
@@ -93,25 +96,23 @@ class SinkWorker:
             self._wake.clear()
             self._drain()
             self._call(self.sink.tick)
-            if self._stopping and not self._queue:
+            if self._stopping and not self._queue and not self._flushes:
                 return
 
     def _drain(self) -> None:
+        # Take the flush requests first: everything queued before them is then in the queue.
+        with self._flush_lock:
+            flushes, self._flushes = self._flushes, []
         queue = self._queue
+        popleft = queue.popleft
         while queue:
-            batch: list[TrackerEvent] = []
-            while queue and len(batch) < 5000:
-                item = queue.popleft()
-                if isinstance(item, _FlushRequest):
-                    if batch:
-                        self._call(self.sink.handle, batch)
-                        batch = []
-                    item.ok = self._flush_sink(item.timeout)
-                    item.done.set()
-                else:
-                    batch.append(item)
-            if batch:
-                self._call(self.sink.handle, batch)
+            batch = [popleft() for _ in range(min(len(queue), 5000))]
+            self._call(self.sink.handle, batch)
+        if flushes:
+            ok = self._flush_sink(max(r.timeout for r in flushes))
+            for request in flushes:
+                request.ok = ok
+                request.done.set()
 
     def _flush_sink(self, timeout: float) -> bool:
         try:

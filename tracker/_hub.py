@@ -23,7 +23,7 @@ from ._dispatch import SinkWorker
 from ._errors import describe
 from ._ids import new_instance_id, new_run_id
 from ._record import Execution, JobState, Origin, Status
-from ._run import Run
+from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
 
 logger = logging.getLogger("tracker")
@@ -43,7 +43,9 @@ class RunHook(Protocol):
 
     def enter(self, run: Run) -> object: ...
 
-    def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None: ...
+    def exit(
+        self, run: Run, token: object, status: Status, error: BaseException | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class Hub:
         self.queue_capacity = queue_capacity
         self.interval = interval
         self._workers: list[SinkWorker] = []
+        self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
         self._hooks: list[RunHook] = []
         self._lock = threading.Lock()
         self._live: dict[str, Run] = {}
@@ -107,6 +110,8 @@ class Hub:
             on_drop=self.count_drop,
         )
         self._workers = [*self._workers, worker]
+        if getattr(sink, "handles_jobs", True):
+            self._job_workers = [*self._job_workers, worker]
 
     def add_hook(self, hook: RunHook) -> None:
         """Wrap every in-run execution with ``hook`` from now on."""
@@ -134,8 +139,13 @@ class Hub:
         key: Hashable | None = None,
         started_at: datetime | None = None,
         hooks: bool = True,
+        extras: Mapping[str, object] | None = None,
     ) -> Run:
-        """A run starts now (or at ``started_at``): enter the hooks and publish it as ``running``."""
+        """A run starts now (or at ``started_at``): enter the hooks and publish it as ``running``.
+
+        ``extras`` (what the integration carried from where the run was requested) is put
+        in ``run.extras`` before the hooks are entered.
+        """
         run = Run(
             run_id=new_run_id(),
             job_id=job_id,
@@ -148,19 +158,19 @@ class Hub:
             key=key,
             started_at=started_at,
         )
+        if extras:
+            run.extras.update(extras)
         if hooks and self._hooks:
-            tokens = []
+            entered: list[tuple[RunHook, object]] = []
             for hook in self._hooks:
                 try:
-                    tokens.append(hook.enter(run))
+                    entered.append((hook, hook.enter(run)))
                 except Exception as exc:
-                    tokens.append(None)
                     self.report_error(hook.name, exc)
-            run.extras["_hook_tokens"] = tokens
-        with self._lock:
-            self._live[run.run_id] = run
-            if key is not None:
-                self._by_key[key] = run
+            run.extras["_hooks"] = entered
+        self._live[run.run_id] = run  # dict operations are atomic: no lock on the run's path
+        if key is not None:
+            self._by_key[key] = run
         self._publish(run.snapshot())
         return run
 
@@ -180,15 +190,16 @@ class Hub:
         (for instance as ``interrupted`` when the tracker shut down under it).
         """
         duration = run.elapsed_s
-        with self._lock:
-            if self._live.pop(run.run_id, None) is None:
-                return None
-            if run.key is not None:
-                self._by_key.pop(run.key, None)
+        if self._live.pop(run.run_id, None) is None:
+            return None
+        if run.key is not None:
+            self._by_key.pop(run.key, None)
         final = status or run.forced_status or status_for(error)
-        tokens = run.extras.pop("_hook_tokens", None)
-        if tokens is not None:
-            for hook, token in zip(reversed(self._hooks), reversed(tokens), strict=False):
+        if run.forced_status is not None and status is None:  # the record keeps what happened
+            run.tags = {**run.tags, "outcome": status_for(error).value}
+        entered = run.extras.pop("_hooks", None)
+        if entered:
+            for hook, token in reversed(entered):  # type: ignore[call-overload]
                 try:
                     hook.exit(run, token, final, error)
                 except Exception as exc:
@@ -203,26 +214,29 @@ class Hub:
                 etype, emessage, etb = type(error).__name__, "<unprintable error>", None
                 self.report_error("hub", exc)
         finished = finished_at or datetime.now(UTC)
-        record = Execution(
-            run_id=run.run_id,
-            job_id=run.job_id,
-            job_name=run.job_name,
-            status=final,
-            scheduled_at=run.scheduled_at,
-            started_at=run.started_at,
-            finished_at=finished,
-            duration_s=duration if finished_at is None else max(
-                0.0, (finished - run.started_at).total_seconds()
-            ),
-            lateness_s=run.lateness_s,
-            error_type=etype,
-            error_message=emessage,
-            traceback=etb,
-            instance=run.instance,
-            origin=run.origin,
-            trace_id=run.trace_id,
-            span_id=run.span_id,
-            tags=run.tags,
+        if finished_at is not None:
+            duration = max(0.0, (finished - run.started_at).total_seconds())
+        record = _new_execution(
+            (
+                run.run_id,
+                run.job_id,
+                run.job_name,
+                final,
+                run.scheduled_at,
+                run.started_at,
+                finished,
+                duration,
+                run.lateness_s,
+                etype,
+                emessage,
+                etb,
+                run.instance,
+                run.origin,
+                0,
+                run.trace_id,
+                run.span_id,
+                run.tags,
+            )
         )
         self._publish(record)
         return record
@@ -234,8 +248,12 @@ class Hub:
         self._publish(execution)
 
     def job_changed(self, state: JobState) -> None:
-        """Publish what changed about a job (added, modified, paused, removed...)."""
-        self._publish(state)
+        """Publish what changed about a job (added, modified, paused, removed...).
+
+        Only sinks whose ``handles_jobs`` is true (the default) receive it.
+        """
+        for worker in self._job_workers:
+            worker.put(state)
 
     def live_runs(self) -> list[Run]:
         """Runs in progress right now, oldest first."""
@@ -245,8 +263,14 @@ class Hub:
     # -- runs known only from scheduler events (any order) -------------------------
 
     def event_started(
-        self, key: Hashable, *, job_id: str, job_name: str, scheduled_at: datetime,
-        tags: Mapping[str, str] | None = None, origin: Origin = Origin.SCHEDULED,
+        self,
+        key: Hashable,
+        *,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime,
+        tags: Mapping[str, str] | None = None,
+        origin: Origin = Origin.SCHEDULED,
     ) -> None:
         """A run was submitted (start known only approximately). Ignored if it already ended."""
         with self._lock:
@@ -254,8 +278,13 @@ class Hub:
                 self._tombstones.pop(key, None)
                 return
         self.open_run(
-            job_id=job_id, job_name=job_name, scheduled_at=scheduled_at, key=key, tags=tags,
-            hooks=False, origin=origin,
+            job_id=job_id,
+            job_name=job_name,
+            scheduled_at=scheduled_at,
+            key=key,
+            tags=tags,
+            hooks=False,
+            origin=origin,
         )
 
     def event_finished(
@@ -279,8 +308,13 @@ class Hub:
                     self._tombstones.popitem(last=False)
         if run is None:
             run = self.open_run(
-                job_id=job_id, job_name=job_name, scheduled_at=scheduled_at, key=key, tags=tags,
-                hooks=False, origin=origin,
+                job_id=job_id,
+                job_name=job_name,
+                scheduled_at=scheduled_at,
+                key=key,
+                tags=tags,
+                hooks=False,
+                origin=origin,
             )
         details = None
         if error is not None:
@@ -322,14 +356,16 @@ class Hub:
             worker.stop(max(0.1, deadline - time.monotonic()))
 
     def report_error(self, sink: str, exc: BaseException) -> None:
-        """Count an exception raised by a sink or hook and log it (at most once a minute per sink)."""
+        """Count an exception raised by a sink or hook; log it (at most once a minute per sink)."""
         self._errors[sink] = self._errors.get(sink, 0) + 1
         now = time.monotonic()
         if now - self._last_log.get(sink, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._last_log[sink] = now
             logger.error(
                 "tracker sink %r failed (%d errors so far); the job is not affected",
-                sink, self._errors[sink], exc_info=exc,
+                sink,
+                self._errors[sink],
+                exc_info=exc,
             )
 
     def count_drop(self, sink: str, count: int) -> None:
@@ -341,7 +377,8 @@ class Hub:
             self._last_log[key] = now
             logger.error(
                 "tracker sink %r dropped records: its buffer is full (%d dropped so far)",
-                sink, self._dropped[sink],
+                sink,
+                self._dropped[sink],
             )
 
     def _publish(self, event: TrackerEvent) -> None:

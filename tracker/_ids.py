@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import socket
-import threading
 import time
 import uuid
 
-_lock = threading.Lock()
-_last_ms = 0
-_seq = 0
-_rand = random.SystemRandom()
+_counter = itertools.count()
+_random = random.Random()  # not for secrets: uniqueness comes from time + counter + 62 random bits
 
 
 def new_run_id() -> str:
-    """A UUIDv7 (RFC 9562) string: unique, and sorting in the order runs were created.
+    """A UUIDv7 (RFC 9562) string: unique, and sorting by creation time (millisecond precision).
 
-    Within one millisecond a 12-bit counter keeps ids of this process increasing.
+    A 12-bit per-process counter in ``rand_a`` keeps ids made in one millisecond apart;
+    62 random bits make collisions across processes negligible. About 1 µs, no lock.
     """
-    global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
-    with _lock:
-        if ms <= _last_ms:
-            ms = _last_ms
-            _seq += 1
-            if _seq > 0xFFF:
-                ms += 1
-                _seq = 0
-        else:
-            _seq = _rand.getrandbits(8)
-        _last_ms = ms
-        seq = _seq
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62
-    value |= _rand.getrandbits(62)
-    return str(uuid.UUID(int=value))
+    value = (
+        (ms & 0xFFFFFFFFFFFF) << 80
+        | 0x7000 << 64
+        | (next(_counter) & 0xFFF) << 64
+        | 0b10 << 62
+        | _random.getrandbits(62)
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def run_id_floor(ms: int) -> str:
@@ -50,4 +43,4 @@ def hostname() -> str:
 
 def new_instance_id() -> str:
     """``host:pid/xxxxxx``: which process (and which tracker in it) recorded a run."""
-    return f"{hostname()}:{os.getpid()}/{_rand.getrandbits(24):06x}"
+    return f"{hostname()}:{os.getpid()}/{random.SystemRandom().getrandbits(24):06x}"

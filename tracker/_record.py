@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 _EMPTY_TAGS: Mapping[str, str] = MappingProxyType({})
 
@@ -53,13 +52,16 @@ class Origin(enum.StrEnum):
     """The decorated function was called directly, outside any scheduler."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Execution:
-    """One run of one job, as recorded.
+class Execution(NamedTuple):
+    """One run of one job, as recorded. Immutable.
 
     Timestamps are timezone-aware UTC. ``scheduled_at`` is the fire time that was due
     (for a direct call, the moment of the call); ``started_at`` is the true start,
     measured inside the run when the job is decorated with :func:`tracked_job`.
+
+    (A ``NamedTuple`` rather than a frozen dataclass: two records are built on every
+    run's path, and a frozen dataclass takes four times as long to build — see
+    ``bench/overhead.py``. Build it with keyword arguments; copy with :meth:`evolve`.)
     """
 
     run_id: str
@@ -80,7 +82,7 @@ class Execution:
     """For a ``missed`` record made by coalescing: how many fire times it stands for."""
     trace_id: str | None = None
     span_id: str | None = None
-    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
+    tags: Mapping[str, str] = _EMPTY_TAGS
 
     @property
     def is_finished(self) -> bool:
@@ -89,11 +91,10 @@ class Execution:
 
     def evolve(self, **changes: Any) -> Execution:
         """A copy with ``changes`` applied."""
-        return replace(self, **changes)
+        return self._replace(**changes)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class JobState:
+class JobState(NamedTuple):
     """What is known about a job itself (not one run): sent to sinks when it changes.
 
     ``removed`` is true once the job is gone from its scheduler; ``next_run_at`` is
@@ -106,5 +107,37 @@ class JobState:
     next_run_at: datetime | None = None
     paused: bool = False
     removed: bool = False
-    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
+    tags: Mapping[str, str] = _EMPTY_TAGS
     max_runtime: float | None = None
+
+
+class RunTimedOut(NamedTuple):
+    """A run passed its ``max_runtime`` and is still running: published by the watchdog.
+
+    Sent once, at the deadline, while the run goes on (a thread can't be stopped; an
+    ``async`` job may have been cancelled, see ``cancelled``). The run's own record
+    follows when it ends, with status ``timed_out`` and a tag ``outcome`` saying how
+    the job itself ended.
+    """
+
+    run: Execution
+    """The run as a ``running`` record (run id, job, fire time, true start)."""
+    max_runtime: float
+    """The limit it passed, in seconds."""
+    detected_at: datetime
+    cancelled: bool = False
+    """Whether the watchdog cancelled the run's asyncio task."""
+
+
+class JobVanished(NamedTuple):
+    """A job disappeared from its scheduler without being removed through it.
+
+    For instance a persistent job store that could not restore the job and dropped it,
+    or a row deleted behind the scheduler's back. Published by the watchdog.
+    """
+
+    job_id: str
+    job_name: str
+    reason: str
+    detected_at: datetime
+    tags: Mapping[str, str] = _EMPTY_TAGS

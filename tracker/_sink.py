@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from ._record import Execution, JobState
+from ._record import Execution, JobState, JobVanished, RunTimedOut
 
-TrackerEvent = Execution | JobState
+TrackerEvent = Execution | JobState | RunTimedOut | JobVanished
 """What flows from the hub to the sinks."""
 
 
@@ -28,7 +28,7 @@ class Sink(Protocol):
         """Take a batch of events, oldest first. May raise: the hub counts and logs it."""
 
     def tick(self) -> None:
-        """Called periodically (every dispatch interval) even without events: retries, heartbeats."""
+        """Called every dispatch interval, even without events: retries, heartbeats."""
 
     def flush(self, timeout: float) -> bool:
         """Make everything handled so far durable/delivered; ``True`` if it all went out."""
@@ -38,9 +38,14 @@ class Sink(Protocol):
 
 
 class BaseSink:
-    """A sink that does nothing; override what you need."""
+    """A sink that does nothing; override what you need.
+
+    Set ``handles_jobs = False`` on a sink that ignores :class:`~tracker.JobState`
+    changes: the hub then doesn't queue them for it.
+    """
 
     name = "sink"
+    handles_jobs = True
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,18 +19,27 @@ class TrackerSettings(BaseSettings):
         "`tracker.sqlite3` in the working directory. `postgresql://` uses psycopg 3.",
     )
     flush_interval: float = Field(
-        default=0.05, gt=0, le=60,
+        default=0.05,
+        gt=0,
+        le=60,
         description="Seconds between background writes (also the most a hard kill can lose).",
     )
     buffer_size: int = Field(
-        default=100_000, ge=100,
+        default=100_000,
+        ge=100,
         description="Records kept in memory per sink while its destination is down.",
     )
     auto_migrate: bool = Field(
         default=True, description="Create/upgrade the tracker's tables with Alembic at start."
     )
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    spill_dir: Path | None = Field(
+        default=None,
+        description="Where records that could not be written before a clean shutdown are kept "
+        "until the next start (default $XDG_STATE_HOME/tracker/spill).",
+    )
     stale_after: float = Field(
-        default=60.0, gt=0,
+        default=60.0,
+        gt=0,
         description="An instance silent this long is dead: its running rows become interrupted.",
     )

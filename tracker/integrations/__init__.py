@@ -1,1 +1,1 @@
-"""Inbound adapters: where runs and jobs come from (APScheduler) and where they are managed (FastAPI)."""
+"""Inbound adapters: where runs come from (APScheduler), where jobs are managed (FastAPI)."""

@@ -14,6 +14,7 @@ Listeners turn scheduler events into records:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -61,6 +62,7 @@ MASK = (
 )
 _MAX_COUNTED = 100_000
 _MANUAL_KEPT = 1_000
+_MISSED_KEPT = 10_000
 
 
 def instrumentation_for(scheduler: Any) -> SchedulerInstrumentation | None:
@@ -77,6 +79,8 @@ class SchedulerInstrumentation:
         self.registry = JobRegistry()
         self._lock = threading.RLock()
         self._manual: OrderedDict[str, str] = OrderedDict()
+        self._missed: OrderedDict[tuple[str, datetime], None] = OrderedDict()
+        self._carried: dict[str, dict[str, object]] = {}
         _context.add_resolver(resolve_apscheduler)
         instrumented[id(scheduler)] = self
         scheduler.add_listener(self._on_event, MASK)
@@ -85,10 +89,8 @@ class SchedulerInstrumentation:
 
     def detach(self) -> None:
         """Stop listening to the scheduler."""
-        try:
+        with contextlib.suppress(KeyError):
             self.scheduler.remove_listener(self._on_event)
-        except KeyError:
-            pass
         if instrumented.get(id(self.scheduler)) is self:
             del instrumented[id(self.scheduler)]
 
@@ -110,8 +112,11 @@ class SchedulerInstrumentation:
         manual_id = f"{job_id}#manual-{new_run_id()[-12:]}"
         with self._lock:
             self._manual[manual_id] = job_id
+            carried = _context.carry()  # e.g. the HTTP request's span, for the run's hooks
+            if carried:
+                self._carried[manual_id] = carried
             while len(self._manual) > _MANUAL_KEPT:
-                self._manual.popitem(last=False)
+                self._carried.pop(self._manual.popitem(last=False)[0], None)
         self.scheduler.add_job(
             job.func,
             "date",
@@ -126,9 +131,28 @@ class SchedulerInstrumentation:
         )
         return manual_id
 
+    def claim_missed(self, job_id: str, scheduled_at: datetime) -> bool:
+        """Whether the fire time is not yet recorded as ``missed``; claims it if so.
+
+        APScheduler's MISSED event and the watchdog's overdue check may both see the same
+        fire time: whichever comes first records it, the other is dropped.
+        """
+        key = (job_id, scheduled_at.astimezone(UTC))
+        with self._lock:
+            if key in self._missed:
+                return False
+            self._missed[key] = None
+            while len(self._missed) > _MISSED_KEPT:
+                self._missed.popitem(last=False)
+        return True
+
     def manual_origin(self, job_id: str) -> str | None:
         """The original job id when ``job_id`` is a one-shot made by :meth:`run_now`."""
         return self._manual.get(job_id) if self._manual else None
+
+    def carried(self, job_id: str) -> dict[str, object] | None:
+        """What :func:`~tracker._context.carry` captured when :meth:`run_now` made ``job_id``."""
+        return self._carried.get(job_id) if self._carried else None
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -203,16 +227,25 @@ class SchedulerInstrumentation:
                 )
         elif code == EVENT_JOB_MISSED:
             assert isinstance(event, JobExecutionEvent)
-            self._record(event.job_id, Status.MISSED, event.scheduled_run_time, message=(
-                "The fire time passed beyond the job's misfire_grace_time before it could run."
-            ))
+            if self.claim_missed(event.job_id, event.scheduled_run_time):
+                self._record(
+                    event.job_id,
+                    Status.MISSED,
+                    event.scheduled_run_time,
+                    message=(
+                        "The fire time passed beyond the job's misfire_grace_time before it ran."
+                    ),
+                )
         elif code == EVENT_JOB_MAX_INSTANCES:
             assert isinstance(event, JobSubmissionEvent)
             known = self._known(event.job_id)
             for run_time in event.scheduled_run_times:
-                self._record(event.job_id, Status.SKIPPED, run_time, message=(
-                    "Not started: the job's max_instances runs were still in progress."
-                ))
+                self._record(
+                    event.job_id,
+                    Status.SKIPPED,
+                    run_time,
+                    message=("Not started: the job's max_instances runs were still in progress."),
+                )
             self._advance(known, event.scheduled_run_times)
         elif code in (EVENT_JOB_ADDED, EVENT_JOB_MODIFIED):
             assert isinstance(event, JobEvent)
@@ -260,7 +293,9 @@ class SchedulerInstrumentation:
         changed = nxt != known.next_run_at
         known.expected_next = nxt
         known.next_run_at = nxt
-        if changed:
+        # A one-shot job is removed (and announced) before its submission is: don't
+        # bring it back to life as a paused job.
+        if changed and self.registry.jobs.get(known.job_id) is known:
             self.hub.job_changed(known.state())
 
     def _count_coalesced(self, known: KnownJob, first_run_time: datetime) -> None:

@@ -32,6 +32,9 @@ class KnownJob:
     """The next fire time we expect to see submitted; earlier ones were coalesced away."""
     tags: dict[str, str]
     max_runtime: float | None
+    trigger_text: str = ""
+    misfire_grace_time: float | None = None
+    """Seconds APScheduler still runs a late fire time (``None``: however late)."""
 
     @classmethod
     def from_job(cls, job: Any) -> KnownJob:
@@ -48,13 +51,15 @@ class KnownJob:
             expected_next=next_run,
             tags=dict(options.tags) if options else {},
             max_runtime=options.max_runtime if options else None,
+            trigger_text=str(job.trigger),
+            misfire_grace_time=getattr(job, "misfire_grace_time", None),
         )
 
     def state(self, *, removed: bool = False) -> JobState:
         return JobState(
             job_id=self.job_id,
             job_name=self.name,
-            trigger=str(self.trigger),
+            trigger=self.trigger_text,
             next_run_at=None if removed else self.next_run_at,
             paused=self.next_run_at is None and not removed,
             removed=removed,

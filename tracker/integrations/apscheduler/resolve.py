@@ -47,7 +47,7 @@ def _calls(func: Any, wrapper: Callable[..., object]) -> bool:
 
 def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     """The job and fire time ``wrapper`` is being run for by APScheduler, if it is."""
-    frame = sys._getframe(1)
+    frame = sys._getframe(2)  # skip tracker._context.resolve
     for _ in range(_MAX_DEPTH):
         if frame.f_code in _RUN_CODES:
             break
@@ -60,18 +60,22 @@ def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     local = frame.f_locals
     job = local.get("job")
     run_time = local.get("run_time")
-    if job is None or run_time is None or not _calls(job.func, wrapper):
+    if job is None or run_time is None:
+        return None
+    func = job.func
+    if func is not wrapper and not _calls(func, wrapper):
         return None
     inst = instrumented.get(id(job._scheduler))
-    origin = Origin.SCHEDULED
     job_id = job.id
-    original = inst.manual_origin(job_id) if inst is not None else None
-    if original is not None:
-        origin, job_id = Origin.MANUAL, original
-    return Dispatch(
-        hub=inst.hub if inst is not None else None,
-        job_id=job_id,
-        job_name=job.name,
-        scheduled_at=run_time.astimezone(UTC),
-        origin=origin,
-    )
+    origin = Origin.SCHEDULED
+    if inst is not None and inst._manual:
+        original = inst.manual_origin(job_id)
+        if original is not None:
+            if run_time.utcoffset():
+                run_time = run_time.astimezone(UTC)
+            return Dispatch(
+                inst.hub, original, job.name, run_time, Origin.MANUAL, extras=inst.carried(job_id)
+            )
+    if run_time.utcoffset():
+        run_time = run_time.astimezone(UTC)
+    return Dispatch(inst.hub if inst is not None else None, job_id, job.name, run_time, origin)

@@ -23,7 +23,7 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Migrate the tracker's tables to ``revision``; replicas starting together take turns."""
     with engine.connect() as conn:
         postgres = conn.dialect.name == "postgresql"

@@ -72,14 +72,14 @@ def select_executions(
         .limit(limit)
     )
     with engine.connect() as conn:
-        return [from_row(row._mapping) for row in conn.execute(query)]
+        return [from_row(dict(row._mapping)) for row in conn.execute(query)]
 
 
 def get_execution(engine: Engine, run_id: str) -> Execution | None:
     """One run by id, or ``None``."""
     with engine.connect() as conn:
         row = conn.execute(select(executions).where(executions.c.run_id == run_id)).first()
-    return None if row is None else from_row(row._mapping)
+    return None if row is None else from_row(dict(row._mapping))
 
 
 def prune(

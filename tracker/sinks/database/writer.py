@@ -16,30 +16,27 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
 
 from sqlalchemy import Engine, and_, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..._ids import hostname
 from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
-from . import migrate
+from . import migrate, spill
 from .engine import redact
-from .rows import to_row
+from .rows import COLUMNS, tuple_maker
 from .schema import executions, instances
 
 logger = logging.getLogger("tracker.database")
-
-_CHUNK = 2_000
-_UPDATABLE = [c.name for c in executions.columns if c.name != "run_id"]
 
 
 class DatabaseSink(BaseSink):
     """Writes every record to ``job_executions``; keeps this instance's heartbeat."""
 
     name = "database"
+    handles_jobs = False
 
     def __init__(
         self,
@@ -52,6 +49,7 @@ class DatabaseSink(BaseSink):
         stale_after: float = 60.0,
         on_drop: Callable[[str, int], None] | None = None,
         max_backoff: float = 5.0,
+        spill_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.instance = instance
@@ -60,6 +58,8 @@ class DatabaseSink(BaseSink):
         self.heartbeat_interval = heartbeat_interval
         self.stale_after = stale_after
         self.max_backoff = max_backoff
+        self.spill_dir = spill_dir if spill_dir is not None else spill.default_spill_dir()
+        self._spilled_files: list[Path] = []
         self._on_drop = on_drop
         self._pending: dict[str, Execution] = {}
         self._ready = False
@@ -69,8 +69,11 @@ class DatabaseSink(BaseSink):
         self.last_error: str | None = None
         self.last_write_at: datetime | None = None
         self.written = 0
-        self._upsert = self._build_upsert()
+        self._dialect = engine.dialect.name
+        self._make_row = tuple_maker(self._dialect)
+        self._upsert = upsert_statement(self._dialect)
         self._url = redact(engine.url.render_as_string(hide_password=False))
+        self._spill_key = engine.url.render_as_string(hide_password=True)
         self._try(self._prepare)
 
     # -- state ---------------------------------------------------------------------
@@ -129,12 +132,32 @@ class DatabaseSink(BaseSink):
 
     def close(self, timeout: float) -> None:
         ok = self.flush(timeout)
-        if not ok:
-            logger.error(
-                "tracker could not write %d records to %s before shutdown: %s",
-                len(self._pending), self._url, self.last_error,
-            )
-        else:
+        if not ok and self._pending:
+            try:
+                path = spill.spill(
+                    self.spill_dir, self._spill_key, self.instance, self._pending.values()
+                )
+            except OSError as exc:
+                logger.error(
+                    "tracker could not write %d records to %s before shutdown (%s), "
+                    "nor spill them to %s: %s",
+                    len(self._pending),
+                    self._url,
+                    self.last_error,
+                    self.spill_dir,
+                    exc,
+                )
+            else:
+                logger.warning(
+                    "tracker could not write %d records to %s before shutdown (%s); kept in %s "
+                    "until a tracker on this database starts again",
+                    len(self._pending),
+                    self._url,
+                    self.last_error,
+                    path,
+                )
+                self._pending.clear()
+        elif ok:
             self._try(self._mark_stopped)
         self.engine.dispose()
 
@@ -150,11 +173,13 @@ class DatabaseSink(BaseSink):
     def _write(self) -> None:
         batch = self._pending
         self._pending = {}
-        rows = [to_row(e) for e in batch.values()]
+        make = self._make_row
+        rows = [make(e) for e in batch.values()]
         try:
             with self.engine.begin() as conn:
-                for start in range(0, len(rows), _CHUNK):
-                    conn.execute(self._upsert, rows[start : start + _CHUNK])
+                # executemany: prepared once on SQLite, pipelined by psycopg 3 on PostgreSQL
+                # (33k rows/s there, vs 10k/s for 500-row VALUES lists: bench/ingest.py).
+                conn.exec_driver_sql(self._upsert, rows)
         except BaseException:
             # Put the batch back, keeping anything newer that arrived meanwhile.
             batch.update(self._pending)
@@ -162,20 +187,10 @@ class DatabaseSink(BaseSink):
             raise
         self.written += len(rows)
         self.last_write_at = datetime.now(UTC)
-
-    def _build_upsert(self) -> Any:
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            stmt: Any = postgresql.insert(executions)
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(executions)
-        else:  # other backends: plain insert, updates by run id on conflict are not supported
-            return insert(executions)
-        return stmt.on_conflict_do_update(
-            index_elements=[executions.c.run_id],
-            set_={name: stmt.excluded[name] for name in _UPDATABLE},
-            where=executions.c.status == Status.RUNNING.value,
-        )
+        if self._spilled_files:  # their records were in this batch: durable now
+            for path in self._spilled_files:
+                path.unlink(missing_ok=True)
+            self._spilled_files = []
 
     def _try(self, fn: Callable[[], None]) -> bool:
         try:
@@ -188,7 +203,9 @@ class DatabaseSink(BaseSink):
             if self._failures == 1 or self.last_error != message:
                 logger.warning(
                     "tracker cannot write to %s (%s); %d records kept, retrying",
-                    self._url, message, len(self._pending),
+                    self._url,
+                    message,
+                    len(self._pending),
                 )
             self.last_error = message
             return False
@@ -207,13 +224,26 @@ class DatabaseSink(BaseSink):
         with self.engine.begin() as conn:
             conn.execute(
                 insert(instances).values(
-                    instance=self.instance, hostname=hostname(), pid=os.getpid(),
-                    started_at=now, heartbeat_at=now,
+                    instance=self.instance,
+                    hostname=hostname(),
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
                 )
             )
         self._ready = True
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
+        self._recover_spilled()
+
+    def _recover_spilled(self) -> None:
+        records, files = spill.load(self.spill_dir, self._spill_key)
+        if not files:
+            return
+        for record in records:  # merged under anything newer for the same run
+            self._pending.setdefault(record.run_id, record)
+        self._spilled_files = files
+        logger.info("tracker loaded %d records spilled at an earlier shutdown", len(records))
 
     def _heartbeat(self) -> None:
         with self.engine.begin() as conn:
@@ -232,6 +262,23 @@ class DatabaseSink(BaseSink):
                 .where(instances.c.instance == self.instance)
                 .values(stopped_at=datetime.now(UTC))
             )
+
+
+def upsert_statement(dialect: str) -> str:
+    """``INSERT … ON CONFLICT (run_id) DO UPDATE … WHERE status = 'running'`` for the driver.
+
+    A finished state replaces a ``running`` one; an older ``running`` state never
+    overwrites a finished one (records may be retried after a failed write).
+    """
+    mark = "?" if dialect == "sqlite" else "%s"
+    table = executions.name
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
+    return (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(COLUMNS))}) "
+        f"ON CONFLICT (run_id) DO UPDATE SET {updates} "
+        f"WHERE {table}.status = '{Status.RUNNING.value}'"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -258,8 +305,12 @@ def interrupt_dead_instances(
     host = hostname()
     with engine.begin() as conn:
         candidates = conn.execute(
-            select(instances.c.instance, instances.c.hostname, instances.c.pid,
-                   instances.c.heartbeat_at).where(instances.c.stopped_at.is_(None))
+            select(
+                instances.c.instance,
+                instances.c.hostname,
+                instances.c.pid,
+                instances.c.heartbeat_at,
+            ).where(instances.c.stopped_at.is_(None))
         ).all()
         dead = []
         for inst, inst_host, pid, heartbeat_at in candidates:
@@ -273,8 +324,9 @@ def interrupt_dead_instances(
         for inst, heartbeat_at in dead:
             result = conn.execute(
                 update(executions)
-                .where(and_(executions.c.status == Status.RUNNING.value,
-                            executions.c.instance == inst))
+                .where(
+                    and_(executions.c.status == Status.RUNNING.value, executions.c.instance == inst)
+                )
                 .values(
                     status=Status.INTERRUPTED.value,
                     finished_at=heartbeat_at,
@@ -287,15 +339,21 @@ def interrupt_dead_instances(
             )
             closed += result.rowcount or 0
             conn.execute(
-                update(instances).where(instances.c.instance == inst).values(stopped_at=heartbeat_at)
+                update(instances)
+                .where(instances.c.instance == inst)
+                .values(stopped_at=heartbeat_at)
             )
         # Forget instances that stopped long ago (their rows are closed).
         conn.execute(
             instances.delete().where(
-                and_(instances.c.stopped_at.is_not(None),
-                     instances.c.stopped_at < now - timedelta(days=7))
+                and_(
+                    instances.c.stopped_at.is_not(None),
+                    instances.c.stopped_at < now - timedelta(days=7),
+                )
             )
         )
     if closed:
-        logger.warning("tracker closed %d runs left running by dead processes as interrupted", closed)
+        logger.warning(
+            "tracker closed %d runs left running by dead processes as interrupted", closed
+        )
     return closed

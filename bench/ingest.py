@@ -1,0 +1,88 @@
+"""Durable ingest: runs per second through the tracker into SQLite and PostgreSQL.
+
+Each run is a direct call of a @tracked_job function (running + finished records
+through the hub to the database sink's background writer); the clock stops when
+``flush()`` reports everything durable, and the rows are counted afterwards.
+
+    python bench/ingest.py [--runs 200000] [--postgres URL]
+
+Bar (issue 2): >= 20,000 durable runs/s on each backend, every row present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+
+from sqlalchemy import create_engine, func, select, text
+
+from tracker import Tracker, TrackerSettings, tracked_job
+from tracker.sinks.database import executions
+
+DEFAULT_PG = os.environ.get(
+    "TRACKER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@tracked_job
+def trivial() -> None:
+    return None
+
+
+def run(url: str, runs: int) -> tuple[float, int]:
+    tracker = Tracker(url, settings=TrackerSettings(buffer_size=max(100_000, runs * 2)))
+    try:
+        started = time.perf_counter()
+        for _ in range(runs):
+            trivial()
+        ok = tracker.flush(timeout=300)
+        elapsed = time.perf_counter() - started
+        assert ok, "flush timed out"
+        with tracker.engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(executions)).scalar_one()
+        dropped = sum(tracker.stats().dropped.values())
+        assert dropped == 0, f"{dropped} records dropped"
+    finally:
+        tracker.close()
+    return runs / elapsed, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200_000)
+    parser.add_argument("--postgres", default=DEFAULT_PG)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rate, count = run(f"sqlite:///{tmp}/ingest.sqlite3", args.runs)
+        print(
+            f"sqlite     : {rate:10,.0f} durable runs/s  rows present {count:,}/{args.runs:,}"
+            f"  bar 20,000/s {'PASS' if rate >= 20_000 and count == args.runs else 'FAIL'}"
+        )
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.postgres)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        print(f"postgresql : skipped ({type(exc).__name__}: {exc})")
+        return
+    try:
+        sep = "&" if "?" in args.postgres else "?"
+        rate, count = run(f"{args.postgres}{sep}options=-csearch_path%3D{schema}", args.runs)
+        print(
+            f"postgresql : {rate:10,.0f} durable runs/s  rows present {count:,}/{args.runs:,}"
+            f"  bar 20,000/s {'PASS' if rate >= 20_000 and count == args.runs else 'FAIL'}"
+        )
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Tracking overhead: the same trivial jobs dispatched by APScheduler with and without tracking.
+
+N one-shot jobs, all due at once, are added to a paused BackgroundScheduler
+(MemoryJobStore, ThreadPoolExecutor); the clock runs from ``resume()`` until the
+last job has run. Variants run alternately, several rounds, in one process; the
+figure is each variant's median throughput as a share of untracked APScheduler's.
+
+    python bench/overhead.py [--jobs 5000] [--rounds 5]
+
+Bars: database + hub (+ metrics when available) >= 80 % of untracked throughput;
+every signal on (database, metrics, spans, JSON logs to a file) >= 40 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from tracker import Tracker, TrackerSettings, tracked_job
+
+_done = threading.Event()
+_count = 0
+_target = 0
+_lock = threading.Lock()
+
+
+def _tick() -> None:
+    global _count
+    with _lock:
+        _count += 1
+        if _count >= _target:
+            _done.set()
+
+
+def plain_job() -> None:
+    _tick()
+
+
+@tracked_job
+def tracked() -> None:
+    _tick()
+
+
+def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | None) -> float:
+    """Seconds for APScheduler to run ``n`` due one-shot jobs of ``func``."""
+    global _count, _target
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(10)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        timezone="UTC",
+    )
+    teardown = setup(scheduler) if setup else None
+    scheduler.start(paused=True)
+    now = datetime.now(UTC)
+    for i in range(n):
+        scheduler.add_job(func, "date", run_date=now, id=f"job-{i}")
+    _count, _target = 0, n
+    _done.clear()
+    started = time.perf_counter()
+    scheduler.resume()
+    if not _done.wait(600):
+        raise RuntimeError("jobs did not finish")
+    elapsed = time.perf_counter() - started
+    scheduler.shutdown(wait=True)
+    if teardown:
+        teardown()
+    return elapsed
+
+
+def with_tracker(**options: Any) -> Callable[[Any], Callable[[], None]]:
+    def setup(scheduler: Any) -> Callable[[], None]:
+        tmp = tempfile.mkdtemp()
+        tracker = Tracker(
+            f"sqlite:///{tmp}/overhead.sqlite3", settings=TrackerSettings(), **options
+        )
+        tracker.instrument(scheduler)
+
+        def teardown() -> None:
+            assert tracker.flush(60)
+            rows = len(tracker.executions(limit=1_000_000))
+            tracker.close()
+            if rows < _target:
+                raise RuntimeError(f"only {rows} of {_target} runs recorded")
+
+        return teardown
+
+    return setup
+
+
+def with_every_signal() -> Callable[[Any], Callable[[], None]]:
+    """Database, metrics, an OpenTelemetry span per run (SDK provider, batch processor, an
+    exporter that discards) and JSON logs (lifecycle events) to a file."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from tracker import configure_logging
+
+    class Discard(SpanExporter):
+        exported = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            Discard.exported += len(spans)
+            return SpanExportResult.SUCCESS
+
+    def setup(scheduler: Any) -> Callable[[], None]:
+        import logging
+
+        import structlog
+
+        log_file = f"{tempfile.mkdtemp()}/tracker.jsonl"
+        configure_logging("json", file=log_file)
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        Discard.exported = 0
+        inner = with_tracker(tracing=True, tracer_provider=provider, logs=True)(scheduler)
+
+        def teardown() -> None:
+            inner()
+            provider.shutdown()
+            with open(log_file, encoding="utf-8") as lines:
+                logged = sum('"job_succeeded"' in line for line in lines)
+            root = logging.getLogger()
+            for handler in [h for h in root.handlers if getattr(h, "_tracker_handler", False)]:
+                root.removeHandler(handler)
+                handler.close()
+            structlog.reset_defaults()
+            if logged < _target or Discard.exported < _target:
+                raise RuntimeError(f"{logged} runs logged, {Discard.exported} spans exported")
+
+        return teardown
+
+    return setup
+
+
+VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
+    "untracked APScheduler": (plain_job, None),
+    "tracked: database + hub": (tracked, with_tracker()),
+    "every signal (db, metrics, spans, logs)": (tracked, with_every_signal()),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    dispatch(500, plain_job, None)  # warm-up
+    for _ in range(args.rounds):
+        for name, (func, setup) in VARIANTS.items():
+            times[name].append(dispatch(args.jobs, func, setup))
+    base = args.jobs / statistics.median(times["untracked APScheduler"])
+    print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median)")
+    for name, samples in times.items():
+        rate = args.jobs / statistics.median(samples)
+        print(f"  {name:38s} {rate:9,.0f} runs/s  {rate / base:6.1%} of untracked")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Nothing recorded is lost: restarts, job stores, killed processes, database outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import support
+from apscheduler.schedulers.background import BackgroundScheduler
+from conftest import POSTGRES_URL, need, postgres_problem
+from sqlalchemy import create_engine, select, text
+
+from tracker import Origin, Status, Tracker, TrackerSettings
+from tracker.sinks.database import executions
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+
+
+def proc(*args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+    """Run tests/proc_scheduler.py in a new interpreter (output discarded unless it fails)."""
+    p = subprocess.Popen(
+        [sys.executable, str(HERE / "proc_scheduler.py"), *args],
+        env=ENV,
+        stdout=subprocess.PIPE if wait else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if wait else subprocess.DEVNULL,
+    )
+    if wait:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out.decode()
+    return p
+
+
+@pytest.fixture(params=["sqlalchemy", "redis"])
+def jobstore(request, tmp_path) -> str:
+    if request.param == "sqlalchemy":
+        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    try:
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        need(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    return f"redis://127.0.0.1:6379/15#tracker-test-{uuid.uuid4().hex[:8]}"
+
+
+def test_job_store_restores_the_tracked_function(database_url, jobstore, tmp_path) -> None:
+    """A job stored by one process and run by a new one is still tracked from inside the run."""
+    out = tmp_path / "run_id.txt"
+    proc("add", database_url, jobstore, str(out))
+    proc("run", database_url, jobstore, str(out))
+    run_id = out.read_text()
+    assert run_id, "the restored job function was not the tracked wrapper"
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        row = conn.execute(select(executions).where(executions.c.run_id == run_id)).one()
+    engine.dispose()
+    assert row.job_id == "persisted" and row.status == "succeeded" and row.origin == "scheduled"
+
+
+def _running_rows(url: str) -> dict[str, str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(executions.c.run_id, executions.c.status, executions.c.instance)
+            ).all()
+    except Exception:
+        return {}
+    finally:
+        engine.dispose()
+    return {r.instance: r.status for r in rows}
+
+
+def test_killed_process_rows_become_interrupted(database_url, tmp_path) -> None:
+    """A run left `running` by a killed process is closed as interrupted at the next start;
+    a live instance's run is untouched."""
+    dead_marker, live_marker = tmp_path / "dead", tmp_path / "live"
+    dead = proc("hang", database_url, str(dead_marker), wait=False)
+    live = proc("hang", database_url, str(live_marker), wait=False)
+    try:
+        support.wait_for(lambda: dead_marker.exists() and live_marker.exists(), timeout=30)
+        support.wait_for(
+            lambda: list(_running_rows(database_url).values()).count("running") == 2, timeout=15
+        )
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(10)
+        with Tracker(database_url) as tracker:
+            rows = {r.job_id + str(i): r for i, r in enumerate(tracker.executions())}
+            statuses = sorted(r.status for r in rows.values())
+            assert statuses == [Status.INTERRUPTED, Status.RUNNING]
+            interrupted = next(r for r in rows.values() if r.status is Status.INTERRUPTED)
+            assert f":{dead.pid}/" in interrupted.instance
+            assert "stopped while it was in progress" in interrupted.error_message
+            assert interrupted.finished_at is not None
+    finally:
+        for p in (dead, live):
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
+def _count_rows(tracker: Tracker) -> int:
+    return len([r for r in tracker.executions(limit=100_000) if r.job_id == "ok"])
+
+
+def _run_through_outage(tracker: Tracker, block, unblock) -> None:
+    support.RUNS.clear()
+    scheduler = BackgroundScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", seconds=0.03, id="ok")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: len(support.RUNS) >= 5)
+        block()
+        during = len(support.RUNS)
+        time.sleep(1.2)
+        ran_while_down = len(support.RUNS) - during
+        support.wait_for(lambda: tracker.database.pending > 0)
+        assert tracker.database.last_error, "the outage was noticed"
+        unblock()
+        time.sleep(0.2)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert ran_while_down >= 10, "jobs kept running while the database was down"
+    assert tracker.flush(timeout=20)
+    assert _count_rows(tracker) == len(support.RUNS)
+    assert sum(tracker.stats().dropped.values()) == 0
+
+
+def test_sqlite_locked_database_loses_nothing(sqlite_url) -> None:
+    """While another connection holds SQLite's write lock, records wait and all arrive after."""
+    tracker = Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02))
+    path = sqlite_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _run_through_outage(
+            tracker, lambda: holder.execute("BEGIN EXCLUSIVE"), lambda: holder.execute("COMMIT")
+        )
+    finally:
+        holder.close()
+        tracker.close()
+
+
+@pytest.fixture
+def postgres_database():
+    """A whole PostgreSQL database of its own (so the test can refuse connections to it)."""
+    problem = postgres_problem()
+    if problem:
+        need(problem)
+    name = f"tracker_outage_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    def set_allowed(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
+
+    yield url, set_allowed
+    set_allowed(False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_outage_loses_nothing(postgres_database) -> None:
+    """While PostgreSQL refuses connections, records wait, jobs carry on, and all arrive after."""
+    url, set_allowed = postgres_database
+    tracker = Tracker(url, settings=TrackerSettings(flush_interval=0.02))
+    try:
+        _run_through_outage(tracker, lambda: set_allowed(False), lambda: set_allowed(True))
+    finally:
+        tracker.close()
+
+
+def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog) -> None:
+    """Past the buffer bound, new records are dropped, counted and logged, and jobs still run."""
+    tracker = Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02, buffer_size=100))
+    path = sqlite_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        for _ in range(150):
+            assert support.ok_job() == "ok"
+        support.wait_for(lambda: tracker.stats().dropped.get("database", 0) > 0)
+        holder.execute("COMMIT")
+        assert tracker.flush(timeout=10)
+    finally:
+        holder.close()
+        tracker.close()
+    assert "dropped" in caplog.text
+
+
+def test_clean_shutdown_loses_nothing(tracker_factory) -> None:
+    """Close right after a burst of runs: every one of them is in the database."""
+    tracker = tracker_factory(flush_interval=1.0)
+    for _ in range(500):
+        support.ok_job()
+    tracker.close()
+    reopened = tracker_factory()
+    assert len(reopened.executions(job_id="ok_job", limit=10_000)) == 500
+
+
+def test_shutdown_mid_run_records_interrupted(tracker, database_url) -> None:
+    """A run still going when the tracker closes is recorded as interrupted, not left running."""
+    started = threading.Event()
+
+    def job() -> None:
+        from tracker import tracked_job
+
+        @tracked_job
+        def long_one() -> None:
+            started.set()
+            time.sleep(0.5)
+
+        long_one()
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    started.wait(5)
+    tracker.close()
+    thread.join()
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(executions.c.status, executions.c.origin)).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("interrupted", Origin.DIRECT.value)]
+
+
+@pytest.mark.postgres
+def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_path) -> None:
+    """Database down at a clean shutdown: records are spilled, and written at the next start."""
+    url, set_allowed = postgres_database
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path)
+    tracker = Tracker(url, settings=settings)
+    set_allowed(False)
+    for _ in range(20):
+        support.ok_job()
+    tracker.close(timeout=1)
+    assert list(tmp_path.glob("*.jsonl")), "pending records were spilled"
+    set_allowed(True)
+    with Tracker(url, settings=settings) as again:
+        assert again.flush(timeout=10)
+        assert len(again.executions(job_id="ok_job")) == 20
+    assert not list(tmp_path.glob("*.jsonl")), "the spill file is gone once written"

@@ -1,0 +1,262 @@
+"""Every run of every job recorded through real APScheduler schedulers, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import support
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from tracker import Origin, Status
+
+DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+
+
+def background(**options) -> BackgroundScheduler:
+    return BackgroundScheduler(
+        job_defaults={**DEFAULTS, **options.pop("job_defaults", {})}, timezone="UTC", **options
+    )
+
+
+def finished(tracker, **filters):
+    tracker.flush()
+    return [e for e in tracker.executions(limit=1000, **filters) if e.is_finished]
+
+
+def test_background_scheduler_records_every_run(tracker) -> None:
+    """Decorated and undecorated jobs, succeeding and failing: each run is one row, its outcome."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", seconds=0.1, id="ok", replace_existing=True)
+    scheduler.add_job(support.failing_job, "interval", seconds=0.1, id="bad")
+    scheduler.add_job(support.plain_job, "interval", seconds=0.1, id="plain")
+    scheduler.add_job(support.plain_failing_job, "interval", seconds=0.1, id="plain_bad")
+    scheduler.start()
+    try:
+        support.wait_for(
+            lambda: all(
+                len(finished(tracker, job_id=j)) >= 3 for j in ("ok", "bad", "plain", "plain_bad")
+            )
+        )
+    finally:
+        scheduler.shutdown(wait=True)
+    assert tracker.flush()
+    rows = tracker.executions(limit=1000)
+    assert all(r.is_finished for r in rows), "a clean shutdown leaves no run open"
+    by_job: dict[str, set[Status]] = {}
+    for r in rows:
+        by_job.setdefault(r.job_id, set()).add(r.status)
+    assert by_job == {
+        "ok": {Status.SUCCEEDED},
+        "bad": {Status.FAILED},
+        "plain": {Status.SUCCEEDED},
+        "plain_bad": {Status.FAILED},
+    }
+    bad = next(r for r in rows if r.job_id == "bad")
+    assert bad.error_type == "ValueError" and "invoice 42" in bad.error_message
+    assert dict(bad.tags) == {"team": "billing"}
+    plain_bad = next(r for r in rows if r.job_id == "plain_bad")
+    assert plain_bad.error_type == "KeyError" and "plain_failing_job" in plain_bad.traceback
+    for r in rows:
+        assert r.scheduled_at.tzinfo is UTC and r.started_at.tzinfo is UTC
+        assert r.instance == tracker.instance
+        assert 0 <= r.lateness_s < 5
+        assert r.duration_s is not None and r.duration_s >= 0
+        assert r.finished_at >= r.started_at
+
+
+def test_fire_time_and_true_start_are_recorded(tracker) -> None:
+    """scheduled_at is the fire time that was due; started_at is measured inside the run."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    due = datetime.now(UTC) + timedelta(seconds=0.3)
+    scheduler.add_job(support.ok_job, "date", run_date=due, id="once")
+    scheduler.start()
+    try:
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="once"))
+    finally:
+        scheduler.shutdown()
+    assert row.scheduled_at == due
+    assert row.started_at >= due
+    assert row.lateness_s == pytest.approx((row.started_at - due).total_seconds())
+    assert row.run_id in support.RUNS  # the job saw its own run id
+
+
+def test_asyncio_scheduler_records_async_and_sync_jobs(tracker) -> None:
+    """Under AsyncIOScheduler, async jobs are awaited and tracked, sync ones too."""
+
+    async def main() -> None:
+        scheduler = AsyncIOScheduler(job_defaults=DEFAULTS, timezone="UTC")
+        tracker.instrument(scheduler)
+        scheduler.add_job(support.async_ok_job, "interval", seconds=0.1, id="a_ok")
+        scheduler.add_job(support.async_failing_job, "interval", seconds=0.1, id="a_bad")
+        scheduler.add_job(support.ok_job, "interval", seconds=0.1, id="s_ok")
+        scheduler.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if all(len(finished(tracker, job_id=j)) >= 2 for j in ("a_ok", "a_bad", "s_ok")):
+                break
+        scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+    statuses = {r.job_id: r.status for r in finished(tracker)}
+    assert statuses == {"a_ok": Status.SUCCEEDED, "a_bad": Status.FAILED, "s_ok": Status.SUCCEEDED}
+    a_bad = finished(tracker, job_id="a_bad")[0]
+    assert a_bad.error_type == "RuntimeError" and a_bad.started_at is not None
+
+
+def test_real_misfire_is_recorded_as_missed(tracker) -> None:
+    """A fire time passing beyond misfire_grace_time (the only worker is busy) is `missed`."""
+    scheduler = background(executors={"default": ThreadPoolExecutor(1)})
+    tracker.instrument(scheduler)
+    now = datetime.now(UTC)
+    scheduler.add_job(support.slow_job, "date", run_date=now, args=[1.4], id="blocker")
+    late = now + timedelta(seconds=0.1)
+    scheduler.add_job(support.ok_job, "date", run_date=late, id="victim", misfire_grace_time=1)
+    scheduler.start()
+    try:
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="victim"))
+    finally:
+        scheduler.shutdown()
+    assert row.status is Status.MISSED
+    assert row.scheduled_at == late
+    assert row.started_at is None
+
+
+def test_max_instances_skip_is_recorded(tracker) -> None:
+    """A fire time not started because the previous run is still going becomes `skipped`."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(
+        support.slow_job,
+        "interval",
+        seconds=0.1,
+        args=[0.5],
+        id="slow",
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="slow", status=Status.SKIPPED))
+    finally:
+        scheduler.shutdown(wait=True)
+    skipped = finished(tracker, job_id="slow", status="skipped")
+    ran = finished(tracker, job_id="slow", status="succeeded")
+    assert ran, "the long run itself is recorded"
+    started = {r.scheduled_at for r in ran}
+    assert all(s.scheduled_at not in started for s in skipped)
+    assert all("max_instances" in s.error_message for s in skipped)
+
+
+def test_coalesced_fire_times_are_counted(tracker) -> None:
+    """Fire times folded into one run by coalescing become one `missed` row with a count."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", seconds=0.1, id="tick")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="tick"))
+        scheduler.pause()
+        time.sleep(0.65)
+        scheduler.resume()
+        coalesced = support.wait_for(
+            lambda: [r for r in finished(tracker, job_id="tick", status="missed") if r.coalesced]
+        )
+    finally:
+        scheduler.shutdown()
+    (row,) = coalesced
+    assert 4 <= row.coalesced <= 8
+    assert "coalesced" in row.error_message
+
+
+def test_manual_run_is_tracked_without_moving_the_schedule(tracker) -> None:
+    """run_now() runs the job once, as manual under its own id; its next run is unchanged."""
+    scheduler = background()
+    instrumentation = tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", hours=1, id="hourly")
+    scheduler.start()
+    try:
+        before = scheduler.get_job("hourly").next_run_time
+        instrumentation.run_now("hourly")
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="hourly"))
+        assert scheduler.get_job("hourly").next_run_time == before
+    finally:
+        scheduler.shutdown()
+    assert row.origin is Origin.MANUAL and row.status is Status.SUCCEEDED
+
+
+def test_executions_filters_and_order(tracker) -> None:
+    """executions() filters by job, status, since/until and limit, newest first."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    start = datetime.now(UTC)
+    scheduler.add_job(support.ok_job, "interval", seconds=0.05, id="ok")
+    scheduler.add_job(support.failing_job, "interval", seconds=0.05, id="bad")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: len(finished(tracker, job_id="ok")) >= 5)
+    finally:
+        scheduler.shutdown(wait=True)
+    tracker.flush()
+    rows = tracker.executions(limit=1000)
+    assert [r.scheduled_at for r in rows] == sorted((r.scheduled_at for r in rows), reverse=True)
+    assert {r.job_id for r in tracker.executions(job_id="ok")} == {"ok"}
+    assert {r.status for r in tracker.executions(status="failed")} == {Status.FAILED}
+    assert len(tracker.executions(limit=3)) == 3
+    middle = rows[len(rows) // 2].scheduled_at
+    assert all(r.scheduled_at >= middle for r in tracker.executions(since=middle, limit=1000))
+    assert all(r.scheduled_at < middle for r in tracker.executions(until=middle, limit=1000))
+    assert tracker.executions(since=start + timedelta(days=1)) == []
+    assert tracker.execution(rows[0].run_id) == rows[0]
+    with pytest.raises(ValueError, match="unknown status"):
+        tracker.executions(status="exploded")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        tracker.executions(since=datetime.now())
+
+
+def test_removed_job_keeps_its_history(tracker) -> None:
+    """Removing a job from the scheduler does not remove its recorded runs."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", seconds=0.05, id="ephemeral")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="ephemeral"))
+        scheduler.remove_job("ephemeral")
+    finally:
+        scheduler.shutdown(wait=True)
+    assert finished(tracker, job_id="ephemeral")
+
+
+def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
+    """A date job's last word to sinks is `removed`, though APScheduler announces it before the run."""
+    from tracker import BaseSink, JobState
+
+    class Jobs(BaseSink):
+        name = "jobs"
+
+        def __init__(self) -> None:
+            self.states: list[JobState] = []
+
+        def handle(self, events) -> None:
+            self.states.extend(e for e in events if isinstance(e, JobState))
+
+    sink = Jobs()
+    tracker.add_sink(sink)
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "date", run_date=datetime.now(UTC), id="once")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="once"))
+        tracker.flush()
+    finally:
+        scheduler.shutdown()
+    last = [s for s in sink.states if s.job_id == "once"][-1]
+    assert last.removed and not last.paused

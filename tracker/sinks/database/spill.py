@@ -1,0 +1,73 @@
+"""Records that could not be written before shutdown, kept in a local file until the next start.
+
+When the database is still down at a clean shutdown, the pending records are written
+to ``<spill_dir>/<database>-<instance>.jsonl`` (one record a line); the next tracker
+on the same database (any instance, on this machine) loads them and writes them
+before deleting the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..._record import Execution
+from .rows import from_row, to_row
+
+logger = logging.getLogger("tracker.database")
+
+_TIMES = ("scheduled_at", "started_at", "finished_at")
+
+
+def default_spill_dir() -> Path:
+    """``$XDG_STATE_HOME/tracker/spill`` (``~/.local/state/tracker/spill``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "tracker" / "spill"
+
+
+def _prefix(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def spill(directory: Path, url: str, instance: str, records: Iterable[Execution]) -> Path:
+    """Write ``records`` to a spill file for ``url``; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() else "_" for c in instance)
+    path = directory / f"{_prefix(url)}-{safe}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            row = to_row(record)
+            for key in _TIMES:
+                if row[key] is not None:
+                    row[key] = row[key].isoformat()
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
+    """Records spilled for ``url`` by earlier trackers, and the files they came from."""
+    if not directory.is_dir():
+        return [], []
+    records: list[Execution] = []
+    files = sorted(directory.glob(f"{_prefix(url)}-*.jsonl"))
+    for path in files:
+        try:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row: dict[str, Any] = json.loads(line)
+                for key in _TIMES:
+                    if row[key] is not None:
+                        row[key] = datetime.fromisoformat(row[key])
+                records.append(from_row(row))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.error("tracker could not read spill file %s: %s", path, exc)
+    return records, files
