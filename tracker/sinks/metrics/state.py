@@ -1,0 +1,290 @@
+"""What the metrics say about each job name, folded from the hub's events.
+
+Plain Python (no prometheus-client): :class:`MetricsState` applies
+:class:`~tracker.Execution` and :class:`~tracker.JobState` events and remembers which
+job names changed since the last scrape (``dirty``), so only those are re-rendered.
+
+Several job ids may share a name (one-shot jobs made from one function); the series are
+per name and aggregate over them — see :meth:`JobSeries.values`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from itertools import accumulate
+from typing import Any, NamedTuple
+
+from ..._record import Execution, JobState, Status
+from .families import FAILURE_STATUSES, RUN_STATUSES, STARTED_STATUSES
+
+_STATUS_INDEX = {status: i for i, status in enumerate(RUN_STATUSES)}
+_MISSED = _STATUS_INDEX[Status.MISSED]
+_MAX_RUNNING = 100_000
+"""Runs counted in progress whose end was never seen (dropped records) are forgotten past this."""
+_GONE_KEPT = 10_000
+"""Removed job ids remembered, so a one-shot job's last run (published after its removal)
+still lets the series go away afterwards."""
+
+
+class Histogram:
+    """Bucket counts (not cumulative), with ``+Inf`` as the last bucket, and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` (clamped at 0); NaN and infinities are ignored."""
+        if not 0.0 <= value < math.inf:
+            if value != value or value > 0:  # NaN, +Inf
+                return
+            value = 0.0
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[int]:
+        """Counts per ``le`` bound, ``+Inf`` last (which is also the total count)."""
+        return list(accumulate(self.counts))
+
+
+class JobValues(NamedTuple):
+    """Every value of one job's series at one moment."""
+
+    runs: list[int]
+    """Per status of :data:`~.families.RUN_STATUSES`."""
+    duration: list[int]
+    duration_sum: float
+    lateness: list[int]
+    lateness_sum: float
+    in_progress: int
+    last_success: float
+    last_failure: float
+    next_run: float
+    consecutive_failures: int
+    paused: int
+
+
+class JobSeries:
+    """The series of one job name."""
+
+    __slots__ = (
+        "consecutive_failures",
+        "duration",
+        "in_progress",
+        "last_failure",
+        "last_success",
+        "lateness",
+        "live",
+        "name",
+        "runs",
+        "scheduled",
+        "text",
+    )
+
+    def __init__(self, name: str, duration: tuple[float, ...], lateness: tuple[float, ...]) -> None:
+        self.name = name
+        self.runs = [0] * len(RUN_STATUSES)
+        self.duration = Histogram(duration)
+        self.lateness = Histogram(lateness)
+        self.in_progress = 0
+        self.last_success = 0.0
+        self.last_failure = 0.0
+        self.consecutive_failures = 0
+        self.live: dict[str, tuple[float | None, bool]] = {}
+        """Job ids with this name still in a scheduler: (next fire time, paused)."""
+        self.scheduled = False
+        """Known from a scheduler (so it can be removed), not only from runs."""
+        self.text: Any = None
+        """Rendering cache of :mod:`.text` (templates and fragments)."""
+
+    @property
+    def idle_and_gone(self) -> bool:
+        """No job id with this name remains in a scheduler and no run is in progress."""
+        return self.scheduled and not self.live and self.in_progress == 0
+
+    def values(self) -> JobValues:
+        """Current values; gauges aggregated over the job ids that share the name.
+
+        Next run: the earliest next fire time among them (0 when none is scheduled).
+        Paused: 1 only when there is at least one and all of them are paused.
+        """
+        live = self.live.values()
+        next_run = min((t for t, _ in live if t is not None), default=0.0)
+        paused = 1 if live and all(p for _, p in live) else 0
+        return JobValues(
+            self.runs,
+            self.duration.cumulative(),
+            self.duration.sum,
+            self.lateness.cumulative(),
+            self.lateness.sum,
+            self.in_progress,
+            self.last_success,
+            self.last_failure,
+            next_run,
+            self.consecutive_failures,
+            paused,
+        )
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return float(value.timestamp()) if value is not None else None
+
+
+class MetricsState:
+    """Job series by name, updated from events; not thread-safe (the sink holds a lock)."""
+
+    def __init__(
+        self,
+        *,
+        duration_buckets: tuple[float, ...],
+        lateness_buckets: tuple[float, ...],
+        removed_linger: float,
+        clock: Callable[[], float] = time.monotonic,
+        make_text: Callable[[str], object] | None = None,
+    ) -> None:
+        self.duration_buckets = duration_buckets
+        self.lateness_buckets = lateness_buckets
+        self.removed_linger = removed_linger
+        self.clock = clock
+        self.make_text = make_text
+        """Builds a new name's rendering cache when it first appears (off the scrape path)."""
+        self.jobs: dict[str, JobSeries] = {}
+        self.dirty: set[str] = set()
+        """Names whose values changed since the last render."""
+        self.structure_changed = True
+        """A name appeared or went away since the last render."""
+        self._running: dict[str, str] = {}
+        self._owner: dict[str, str] = {}
+        self._gone: OrderedDict[str, str] = OrderedDict()
+        self._expiring: dict[str, float] = {}
+
+    # -- events ----------------------------------------------------------------------
+
+    def apply(self, event: object) -> None:
+        """Fold one event in; unknown event types are ignored."""
+        if isinstance(event, Execution):
+            self._execution(event)
+        elif isinstance(event, JobState):
+            self._job_state(event)
+
+    def _series(self, name: str) -> JobSeries:
+        series = self.jobs.get(name)
+        if series is None:
+            series = self.jobs[name] = JobSeries(name, self.duration_buckets, self.lateness_buckets)
+            if self.make_text is not None:
+                series.text = self.make_text(name)
+            self.structure_changed = True
+        self.dirty.add(name)
+        return series
+
+    def _job_state(self, state: JobState) -> None:
+        job_id = state.job_id
+        if state.removed:
+            name = self._owner.pop(job_id, state.job_name)
+            self._gone[job_id] = name
+            if len(self._gone) > _GONE_KEPT:
+                self._gone.popitem(last=False)
+            series = self.jobs.get(name)
+            if series is not None:
+                series.live.pop(job_id, None)
+                self.dirty.add(name)
+                self._check_gone(series)
+            return
+        if state.next_run_at is None and job_id in self._gone:
+            # A late echo of a removed one-shot job (its last submission is announced after
+            # its removal), not a re-added job: it must not bring the job id back to life.
+            return
+        name = state.job_name
+        previous = self._owner.get(job_id)
+        if previous is not None and previous != name:  # renamed with modify_job(name=...)
+            old = self.jobs.get(previous)
+            if old is not None:
+                old.live.pop(job_id, None)
+                self.dirty.add(previous)
+                self._check_gone(old)
+        self._owner[job_id] = name
+        self._gone.pop(job_id, None)
+        series = self._series(name)
+        series.scheduled = True
+        series.live[job_id] = (_epoch(state.next_run_at), state.paused)
+        self._expiring.pop(name, None)
+
+    def _execution(self, record: Execution) -> None:
+        name = record.job_name
+        if name not in self.jobs and record.job_id in self._gone:
+            # A one-shot job's last run is published after its removal: show it, then drop.
+            self._series(name).scheduled = True
+        series = self._series(name)
+        status = record.status
+        if status is Status.RUNNING:
+            if record.run_id in self._running:
+                return
+            self._running[record.run_id] = name
+            series.in_progress += 1
+            if record.lateness_s is not None:
+                series.lateness.observe(record.lateness_s)
+            if len(self._running) > _MAX_RUNNING:
+                self._end_running(next(iter(self._running)))
+            self._expiring.pop(name, None)
+            return
+        counted = self._end_running(record.run_id)
+        index = _STATUS_INDEX.get(status)
+        if index is None:
+            return
+        series.runs[index] += max(1, record.coalesced) if index == _MISSED else 1
+        if status in STARTED_STATUSES:
+            if not counted and record.lateness_s is not None:
+                series.lateness.observe(record.lateness_s)
+            if record.duration_s is not None:
+                series.duration.observe(record.duration_s)
+            finished = _epoch(record.finished_at) or _epoch(record.started_at) or 0.0
+            if status is Status.SUCCEEDED:
+                series.consecutive_failures = 0
+                series.last_success = max(series.last_success, finished)
+            elif status in FAILURE_STATUSES:
+                series.consecutive_failures += 1
+                series.last_failure = max(series.last_failure, finished)
+        self._check_gone(series)
+
+    def _end_running(self, run_id: str) -> bool:
+        name = self._running.pop(run_id, None)
+        if name is None:
+            return False
+        series = self.jobs.get(name)
+        if series is not None and series.in_progress > 0:
+            series.in_progress -= 1
+            self.dirty.add(name)
+            self._check_gone(series)
+        return True
+
+    # -- removal ---------------------------------------------------------------------
+
+    def _check_gone(self, series: JobSeries) -> None:
+        """(Re)arm the removal of a name that has no job id left and no run in progress."""
+        if series.idle_and_gone:
+            self._expiring[series.name] = self.clock() + self.removed_linger
+        else:
+            self._expiring.pop(series.name, None)
+
+    def expire(self) -> None:
+        """Drop the series of names gone for longer than ``removed_linger``."""
+        if not self._expiring:
+            return
+        now = self.clock()
+        for name, deadline in list(self._expiring.items()):
+            if deadline > now:
+                continue
+            del self._expiring[name]
+            series = self.jobs.get(name)
+            if series is not None and series.idle_and_gone:
+                del self.jobs[name]
+                self.dirty.discard(name)
+                self.structure_changed = True
