@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, engine_from_config, pool
 
 from tracker.sinks.database.schema import VERSION_TABLE, metadata
+
+# Every feature declares its tables on the shared metadata; import them so autogenerate
+# compares the whole schema. (None of these modules needs an optional extra.)
+for _module in ("tracker.integrations.fastapi.audit", "tracker.sinks.alerts.state"):
+    importlib.import_module(_module)
 
 config = context.config
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

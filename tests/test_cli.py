@@ -1,0 +1,221 @@
+"""The ``tracker`` command: history, prune, db upgrade, and one-line errors for bad databases."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tracker import Execution, Status, Tracker, TrackerSettings
+from tracker._ids import new_run_id
+from tracker.cli import main
+
+TRACKER = str(Path(sys.executable).with_name("tracker"))
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def seed(url: str, runs: list[tuple[str, Status, timedelta]]) -> list[Execution]:
+    """Record finished runs (job, status, age) through a real tracker, then close it."""
+    tracker = Tracker(
+        url, settings=TrackerSettings(flush_interval=0.02), registry=CollectorRegistry()
+    )
+    now = datetime.now(UTC)
+    made = []
+    for job, status, age in runs:
+        at = now - age
+        e = Execution(
+            run_id=new_run_id(),
+            job_id=job,
+            job_name=job,
+            status=status,
+            scheduled_at=at,
+            started_at=at,
+            finished_at=at + timedelta(seconds=1.5),
+            duration_s=1.5,
+            lateness_s=0.004,
+            error_type="ValueError" if status is Status.FAILED else None,
+            error_message="invoice 42\ncould not be synced" if status is Status.FAILED else None,
+        )
+        tracker.hub.record(e)
+        made.append(e)
+    tracker.close()
+    return made
+
+
+@pytest.fixture
+def seeded(database_url: str) -> str:
+    seed(
+        database_url,
+        [
+            ("cleanup", Status.SUCCEEDED, timedelta(days=40)),
+            ("cleanup", Status.FAILED, timedelta(days=35)),
+            ("cleanup", Status.SUCCEEDED, timedelta(hours=3)),
+            ("report", Status.FAILED, timedelta(minutes=30)),
+            ("report", Status.SUCCEEDED, timedelta(minutes=5)),
+        ],
+    )
+    return database_url
+
+
+def test_history_prints_recent_runs_as_a_table(seeded: str) -> None:
+    """`tracker history` shows runs newest first with status, duration and error summary."""
+    code, out = run("history", "--database-url", seeded)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["SCHEDULED", "(UTC)", "JOB", "STATUS"]
+    assert [line.split()[2] for line in lines[1:]] == [
+        "report",
+        "report",
+        "cleanup",
+        "cleanup",
+        "cleanup",
+    ]
+    assert "1.50s" in lines[1]
+    assert "4ms" in lines[1]
+    assert "ValueError: invoice 42 could not be synced" in lines[2]
+
+
+def test_history_filters(seeded: str) -> None:
+    """--job, --status, --since and --limit narrow the table; --json prints one object a line."""
+    _, out = run("history", "--database-url", seeded, "--job", "cleanup", "--status", "failed")
+    assert len(out.splitlines()) == 2
+    assert "failed" in out.splitlines()[1]
+    _, out = run("history", "--database-url", seeded, "--since", "1d")
+    assert len(out.splitlines()) == 4
+    _, out = run("history", "--database-url", seeded, "--limit", "1", "--json")
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert (record["job_id"], record["status"]) == ("report", "succeeded")
+    _, out = run("history", "--database-url", seeded, "--job", "nothing")
+    assert out == "no runs match\n"
+
+
+def test_history_rejects_bad_filters(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown status or unparseable time is one line on stderr and exit status 1."""
+    assert run("history", "--database-url", seeded, "--status", "exploded")[0] == 1
+    assert run("history", "--database-url", seeded, "--since", "soon")[0] == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("tracker: error: unknown status 'exploded'")
+    assert err[1].startswith("tracker: error: --since 'soon' is not a time")
+
+
+def test_prune_deletes_old_runs_and_keeps_the_newest(seeded: str) -> None:
+    """--older-than removes old runs; --keep-last keeps the newest N per job."""
+    code, out = run("prune", "--database-url", seeded, "--older-than", "30d")
+    assert (code, out.split()[:2]) == (0, ["deleted", "2"])
+    code, out = run("prune", "--database-url", seeded, "--keep-last", "1")
+    assert out.split()[:2] == ["deleted", "1"]
+    _, out = run("history", "--database-url", seeded)
+    assert [line.split()[2:4] for line in out.splitlines()[1:]] == [
+        ["report", "succeeded"],
+        ["cleanup", "succeeded"],
+    ]
+
+
+def test_prune_needs_a_criterion(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Prune without --older-than or --keep-last refuses; a bad age is named."""
+    assert run("prune", "--database-url", seeded)[0] == 1
+    assert run("prune", "--database-url", seeded, "--older-than", "thirty days")[0] == 1
+    err = capsys.readouterr().err
+    assert "say what to delete" in err
+    assert "--older-than 'thirty days' is not a duration" in err
+
+
+def test_db_upgrade_creates_every_table(database_url: str) -> None:
+    """`tracker db upgrade` brings an empty database to every head, including the audit table."""
+    code, out = run("db", "upgrade", "--database-url", database_url)
+    assert code == 0
+    assert "0002_audit" in out.split(" is at revision ", 1)[1]
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert {"job_executions", "tracker_instances", "tracker_audit"} <= tables
+    assert run("db", "upgrade", "--database-url", database_url)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "Invalid database URL"),
+        ("sqlite:////no/such/directory/t.sqlite3", "directory /no/such/directory does not exist"),
+        ("postgresql://postgres@127.0.0.1:9/test", "cannot connect to postgresql+psycopg://"),
+        ("mysql://u@127.0.0.1/x", "No driver for"),
+    ],
+)
+@pytest.mark.parametrize("command", [["history"], ["prune", "--keep-last", "1"], ["db", "upgrade"]])
+def test_bad_database_urls_are_one_line_errors(
+    url: str, message: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command reports a bad or unreachable database in one line, exit status 1."""
+    assert run(*command, "--database-url", url)[0] == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("tracker: error: ")
+    assert message in err
+
+
+def test_history_on_a_missing_sqlite_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reading history does not create an empty database: it says none is there."""
+    url = f"sqlite:///{tmp_path / 'absent.sqlite3'}"
+    assert run("history", "--database-url", url)[0] == 1
+    assert "no tracker database at" in capsys.readouterr().err
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_history_on_a_database_without_tables_says_to_upgrade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database without tracker tables gets a hint to run `tracker db upgrade`."""
+    path = tmp_path / "empty.sqlite3"
+    import sqlite3
+
+    sqlite3.connect(path).close()
+    assert run("history", "--database-url", f"sqlite:///{path}")[0] == 1
+    assert "run `tracker db upgrade" in capsys.readouterr().err
+
+
+def test_console_script_uses_the_environment_url(seeded: str, tmp_path: Path) -> None:
+    """The installed `tracker` command reads TRACKER_DATABASE_URL; errors carry no traceback."""
+    env = {**os.environ, "TRACKER_DATABASE_URL": seeded}
+    done = subprocess.run(
+        [TRACKER, "history", "--limit", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    env["TRACKER_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:9/test"
+    failed = subprocess.run(
+        [TRACKER, "history"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.startswith("tracker: error: cannot connect to")
+    usage = subprocess.run(
+        [TRACKER, "prune", "--keep-last", "many"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert usage.returncode == 2
+    assert "invalid int value: 'many'" in usage.stderr
