@@ -1,0 +1,381 @@
+"""The watchdog's scheduler side: overdue fire times become missed; vanished jobs are reported."""
+
+# ruff: noqa: F811 - pytest fixtures imported from test_alert_receivers are parameters here
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.events import (
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import create_engine, text
+from support import ok_job, wait_for
+from test_alert_receivers import Receiver, make_receiver, receiver  # noqa: F401 - fixtures
+from test_watchdog import Capture
+
+from tracker import (
+    AlertConfig,
+    Execution,
+    JobVanished,
+    Status,
+    Tracker,
+    TrackerSettings,
+    WatchdogSettings,
+    WebhookChannel,
+)
+from tracker._hub import Hub
+from tracker.integrations.apscheduler import SchedulerInstrumentation
+from tracker.integrations.apscheduler.watchdog import SchedulerWatch
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def noop() -> None:
+    return None
+
+
+@pytest.fixture
+def capture() -> Capture:
+    return Capture()
+
+
+@pytest.fixture
+def hub(capture: Capture) -> Iterator[Hub]:
+    """A hub feeding only the capture sink (no database): for trigger simulations."""
+    h = Hub([capture], interval=0.01)
+    yield h
+    h.close(2)
+
+
+def missed(capture: Capture, job_id: str) -> list[Execution]:
+    return [e for e in capture.finished(job_id) if e.status is Status.MISSED]
+
+
+def test_a_blocked_scheduler_reports_missed_once(
+    database_url: str, capture: Capture, receiver: Receiver
+) -> None:
+    """Fire times passing while the scheduler is blocked are recorded missed once and alerted."""
+    tracker = Tracker(
+        database_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, grace=0.3),
+        alerts=AlertConfig(channels=[WebhookChannel(receiver.url)], backoff=0.02),
+    )
+    scheduler = BackgroundScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(
+        ok_job, "interval", seconds=0.2, id="tick", coalesce=False, misfire_grace_time=1
+    )
+    scheduler.start()
+    try:
+        wait_for(lambda: capture.finished("tick"))
+        with scheduler._jobstores_lock:  # the scheduler's loop can't process jobs meanwhile
+            first = wait_for(lambda: missed(capture, "tick"))[0]
+            assert first.error_type == "tracker.Overdue"
+            assert receiver.wait_for(1)[0].json()["kind"] == "missed"
+        wait_for(
+            lambda: [
+                e
+                for e in capture.finished("tick")
+                if e.status is Status.SUCCEEDED and e.scheduled_at > first.scheduled_at
+            ]
+        )
+    finally:
+        scheduler.shutdown(wait=True)
+    assert tracker.flush(5)
+    times = [e.scheduled_at for e in missed(capture, "tick")]
+    assert len(times) == len(set(times))  # APScheduler's own MISSED events were not recorded again
+    stored = tracker.executions("tick", status="missed", limit=1000)
+    assert sorted(e.scheduled_at for e in stored) == sorted(times)
+    assert tracker.alerts is not None and tracker.alerts.wait_delivered(5)
+    assert [b["kind"] for b in receiver.bodies()] == ["missed", "recovered"]
+    tracker.close()
+
+
+def test_apschedulers_missed_event_after_the_watchdog_is_dropped(
+    hub: Hub, capture: Capture
+) -> None:
+    """When the scheduler later reports the same fire time missed, it is not recorded twice."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    inst = SchedulerInstrumentation(scheduler, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=1), start_thread=False)
+    due = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    job = Job(
+        scheduler,
+        id="j",
+        func=noop,
+        trigger=CronTrigger(minute="*", timezone=UTC),
+        executor="default",
+        args=(),
+        kwargs={},
+        name="j",
+        misfire_grace_time=1,
+        coalesce=False,
+        max_instances=1,
+        next_run_time=due,
+    )
+    inst._learn(job)
+    try:
+        (record,) = watch.record_overdue(due + timedelta(seconds=5))
+        assert record.scheduled_at == due
+        inst._on_event(JobExecutionEvent(EVENT_JOB_MISSED, "j", "default", due))
+        later = due + timedelta(minutes=1)
+        inst._on_event(JobExecutionEvent(EVENT_JOB_MISSED, "j", "default", later))
+        assert hub.flush(5)
+        assert sorted(e.scheduled_at for e in missed(capture, "j")) == [due, later]
+    finally:
+        watch.close()
+
+
+def simulate(
+    inst: SchedulerInstrumentation,
+    watch: SchedulerWatch,
+    job: Job,
+    start: datetime,
+    end: datetime,
+    blocked: tuple[datetime, datetime] | None = None,
+) -> list[datetime]:
+    """Run a scheduler's clock from ``start`` to ``end`` (UTC), checking every minute.
+
+    The scheduler submits each fire time the moment it is due, as APScheduler does
+    (``job._get_run_times`` and the trigger's next fire time), except while ``blocked``.
+    Returns the fire times submitted.
+    """
+    fired: list[datetime] = []
+    now = start
+    while now <= end:
+        stuck = blocked is not None and blocked[0] <= now < blocked[1]
+        if not stuck and job.next_run_time is not None and job.next_run_time <= now:
+            run_times = job._get_run_times(now)
+            inst._on_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, "default", run_times))
+            job._modify(next_run_time=job.trigger.get_next_fire_time(run_times[-1], now))
+            fired += [t.astimezone(UTC) for t in run_times]
+        watch.record_overdue(now, since=start)
+        now += timedelta(minutes=1)
+    return fired
+
+
+def cron_job(scheduler: Any, start: datetime, **fields: Any) -> Job:
+    trigger = CronTrigger(timezone=BERLIN, **fields)
+    first = trigger.get_next_fire_time(None, start)
+    return Job(
+        scheduler,
+        id="nightly",
+        func=noop,
+        trigger=trigger,
+        executor="default",
+        args=(),
+        kwargs={},
+        name="nightly",
+        misfire_grace_time=1,
+        coalesce=False,
+        max_instances=1,
+        next_run_time=first,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "day", "expected"),
+    [
+        # 02:30 Berlin exists twice on 2026-10-25 (CEST, then CET): APScheduler fires both.
+        (
+            {"hour": 2, "minute": 30},
+            datetime(2026, 10, 24, 12, tzinfo=UTC),
+            ["2026-10-25T00:30", "2026-10-25T01:30", "2026-10-26T01:30"],
+        ),
+        # 02:30 Berlin does not exist on 2026-03-29: the trigger fires at 01:30 UTC instead.
+        (
+            {"hour": 2, "minute": 30},
+            datetime(2026, 3, 28, 12, tzinfo=UTC),
+            ["2026-03-29T01:30", "2026-03-30T00:30"],
+        ),
+        (
+            {"minute": "*/30", "hour": "1-3"},
+            datetime(2026, 10, 24, 12, tzinfo=UTC),
+            [
+                "2026-10-24T23:00",
+                "2026-10-24T23:30",
+                "2026-10-25T00:00",
+                "2026-10-25T00:30",
+                "2026-10-25T01:00",
+                "2026-10-25T01:30",
+                "2026-10-25T02:00",
+                "2026-10-25T02:30",
+                "2026-10-26T00:00",
+                "2026-10-26T00:30",
+                "2026-10-26T01:00",
+                "2026-10-26T01:30",
+                "2026-10-26T02:00",
+                "2026-10-26T02:30",
+            ],
+        ),
+    ],
+    ids=["autumn-daily", "spring-daily", "autumn-half-hourly"],
+)
+def test_dst_changes_raise_no_false_alarm(
+    hub: Hub, capture: Capture, fields: dict[str, Any], day: datetime, expected: list[str]
+) -> None:
+    """A cron job in Europe/Berlin across a DST switch is never reported missed when it fires."""
+    scheduler = BackgroundScheduler(timezone=BERLIN)
+    inst = SchedulerInstrumentation(scheduler, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=60), start_thread=False)
+    job = cron_job(scheduler, day, **fields)
+    inst._learn(job)
+    try:
+        fired = simulate(inst, watch, job, day, day + timedelta(days=2))
+        assert hub.flush(5)
+    finally:
+        watch.close()
+    assert [t.strftime("%Y-%m-%dT%H:%M") for t in fired] == expected
+    assert missed(capture, "nightly") == []
+
+
+def test_a_stall_across_the_dst_night_reports_both_fire_times(hub: Hub, capture: Capture) -> None:
+    """If the scheduler stalls through the repeated 02:30, both fire times are reported missed."""
+    day = datetime(2026, 10, 24, 12, tzinfo=UTC)
+    scheduler = BackgroundScheduler(timezone=BERLIN)
+    inst = SchedulerInstrumentation(scheduler, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=60), start_thread=False)
+    job = cron_job(scheduler, day, hour=2, minute=30)
+    inst._learn(job)
+    blocked = (datetime(2026, 10, 25, 0, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC))
+    try:
+        simulate(inst, watch, job, day, day + timedelta(days=2), blocked=blocked)
+        assert hub.flush(5)
+    finally:
+        watch.close()
+    times = [e.scheduled_at.strftime("%Y-%m-%dT%H:%M") for e in missed(capture, "nightly")]
+    assert times == ["2026-10-25T00:30", "2026-10-25T01:30"]
+
+
+def test_paused_jobs_and_schedulers_are_never_overdue(hub: Hub, capture: Capture) -> None:
+    """A paused job, or a paused scheduler, produces no missed records however late it is."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    inst = SchedulerInstrumentation(scheduler, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=0), start_thread=False)
+    scheduler.start(paused=True)
+    try:
+        scheduler.add_job(noop, "interval", seconds=1, id="paused-job")
+        scheduler.add_job(noop, "interval", seconds=1, id="running-job")
+        scheduler.pause_job("paused-job")
+        later = datetime.now(UTC) + timedelta(hours=1)
+        watch.check(later)  # the scheduler is paused: nothing is due
+        assert watch.running_since is None
+        scheduler.resume()
+        scheduler.pause()
+        records = watch.record_overdue(later)
+        assert [r.job_id for r in records] == ["running-job"]  # the paused job never
+    finally:
+        watch.close()
+        scheduler.shutdown(wait=False)
+
+
+# -- vanished jobs -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+
+
+def corrupt(store_url: str, job_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        blob = conn.execute(
+            text("SELECT job_state FROM apscheduler_jobs WHERE id = :i"), {"i": job_id}
+        ).scalar_one()
+        state = pickle.loads(blob)
+        change(state)
+        conn.execute(
+            text("UPDATE apscheduler_jobs SET job_state = :s WHERE id = :i"),
+            {"s": pickle.dumps(state), "i": job_id},
+        )
+    engine.dispose()
+
+
+def test_a_job_the_store_cannot_restore_is_reported(
+    sqlite_url: str, store_url: str, capture: Capture, receiver: Receiver
+) -> None:
+    """A job store that drops a job it can't restore (at start) triggers a vanished alert."""
+    first = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=store_url)}, timezone="UTC"
+    )
+    first.add_job(ok_job, "interval", hours=1, id="report", name="report")
+    first.add_job(ok_job, "interval", hours=1, id="kept")
+    first.start(paused=True)
+    first.shutdown(wait=False)
+    corrupt(store_url, "report", lambda state: state.update(func="support:no_such_function"))
+
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05),
+        alerts=AlertConfig(channels=[WebhookChannel(receiver.url)], backoff=0.02),
+    )
+    second = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=store_url)}, timezone="UTC"
+    )
+    tracker.instrument(second)
+    second.start()
+    try:
+        (notice,) = wait_for(lambda: capture.of(JobVanished))
+        (request,) = receiver.wait_for(1)
+    finally:
+        second.shutdown(wait=False)
+        tracker.close()
+    assert notice.job_id == "report"
+    assert "could not restore it" in notice.reason
+    alert = request.json()
+    assert alert["kind"] == "vanished" and alert["severity"] == "critical"
+    assert alert["state"] == "gone" and "could not restore" in alert["detail"]
+
+
+def test_a_job_deleted_behind_the_schedulers_back_is_reported(
+    sqlite_url: str, store_url: str, capture: Capture
+) -> None:
+    """Comparing known jobs with the store finds a job removed without the scheduler."""
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, vanish_interval=0.1),
+    )
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=store_url)}, timezone="UTC"
+    )
+    inst = tracker.instrument(scheduler)
+    scheduler.add_job(ok_job, "interval", hours=1, id="sync")
+    scheduler.add_job(ok_job, "interval", hours=1, id="cleanup")
+    scheduler.start()
+    try:
+        scheduler.remove_job("cleanup")  # through the scheduler: not vanished
+        engine = create_engine(store_url)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM apscheduler_jobs WHERE id = 'sync'"))
+        engine.dispose()
+        (notice,) = wait_for(lambda: capture.of(JobVanished))
+        assert "sync" not in inst.registry.jobs
+    finally:
+        scheduler.shutdown(wait=False)
+        tracker.close()
+    assert notice.job_id == "sync" and "not removed through the scheduler" in notice.reason
+    assert len(capture.of(JobVanished)) == 1
