@@ -7,11 +7,11 @@ set -uo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v amtool >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v amtool >/dev/null || ! command -v openssl >/dev/null; then
   echo "services: installing Prometheus and Alertmanager (Debian packages)"
   if command -v apt-get >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null ||
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager openssl >/dev/null ||
       echo "services: could not install prometheus"
   fi
 fi
@@ -31,7 +31,7 @@ if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && r
     --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
 fi
 
-for tool in prometheus promtool amtool pg_isready redis-cli; do
+for tool in prometheus promtool amtool openssl pg_isready redis-cli; do
   command -v "$tool" >/dev/null || echo "services: $tool is not available"
 done
 exit 0
