@@ -1,0 +1,450 @@
+"""Sentry: the real sentry-sdk sending to a local HTTP endpoint standing in for Sentry."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import sentry_sdk
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from opentelemetry.sdk.trace import TracerProvider
+from sentry_sdk.integrations.logging import LoggingIntegration
+from support import wait_for
+
+from tracker import Status, Tracker, TrackerSettings, tracked_job
+from tracker.sinks.sentry import UnsupportedSchedule, monitor_config, monitor_slug
+
+PROVIDER = TracerProvider(shutdown_on_exit=False)
+RAN = threading.Event()
+
+
+@tracked_job
+def failing_job() -> None:
+    raise ValueError("invoice 42 could not be synced")
+
+
+@tracked_job
+def ok_job() -> None:
+    RAN.set()
+
+
+def plain_failing_job() -> None:
+    raise KeyError("undecorated failure")
+
+
+@tracked_job
+def tagging_job(name: str) -> None:
+    """Sets a tag and a user on the scope the way job code does, then fails."""
+    sentry_sdk.set_tag("customer", name)
+    sentry_sdk.set_user({"id": name})
+    raise RuntimeError(f"failure of {name}")
+
+
+@tracked_job
+def quiet_failing_job() -> None:
+    raise RuntimeError("second run")
+
+
+@tracked_job(max_runtime=0.05)
+def overrunning_job() -> None:
+    """Returns normally, but only after the watchdog marked it timed out."""
+    time.sleep(0.6)
+
+
+# -- a local endpoint standing in for Sentry ----------------------------------------------
+
+
+def parse_envelope(body: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(item header, JSON payload) of every item of a Sentry envelope."""
+    items = []
+    _, _, rest = body.partition(b"\n")
+    while rest.strip():
+        header_line, _, rest = rest.partition(b"\n")
+        header = json.loads(header_line)
+        if "length" in header:
+            payload, rest = rest[: header["length"]], rest[header["length"] :]
+            rest = rest.removeprefix(b"\n")
+        else:
+            payload, _, rest = rest.partition(b"\n")
+        items.append((header, json.loads(payload) if payload.strip() else {}))
+    return items
+
+
+class _Sentry(ThreadingHTTPServer):
+    items: list[tuple[dict[str, Any], dict[str, Any]]]
+    lock: threading.Lock
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [payload for header, payload in self.items if header.get("type") == kind]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Sentry
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        assert self.path.startswith("/api/1/envelope/")
+        with self.server.lock:
+            self.server.items.extend(parse_envelope(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def endpoint() -> Iterator[_Sentry]:
+    server = _Sentry(("127.0.0.1", 0), _Handler)
+    server.items, server.lock = [], threading.Lock()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _init(server: _Sentry, **options: Any) -> None:
+    options.setdefault("auto_enabling_integrations", False)  # keep other tests' libraries as-is
+    sentry_sdk.init(dsn=f"http://public@127.0.0.1:{server.server_port}/1", **options)
+
+
+@pytest.fixture
+def sentry(endpoint: _Sentry) -> Iterator[_Sentry]:
+    """Sentry initialised with its default integrations (logging, dedupe, threading...)."""
+    _init(endpoint)
+    yield endpoint
+    _uninit()
+
+
+def _uninit() -> None:
+    client = sentry_sdk.get_client()
+    client.close(timeout=2)
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+@pytest.fixture
+def make(sqlite_url: str) -> Iterator[Any]:
+    made: list[Tracker] = []
+
+    def build(**options: Any) -> Tracker:
+        tracker = Tracker(
+            sqlite_url, settings=TrackerSettings(flush_interval=0.02), metrics=False, **options
+        )
+        made.append(tracker)
+        return tracker
+
+    yield build
+    for tracker in made:
+        tracker.close(timeout=5)
+
+
+def _scheduler(tracker: Tracker, workers: int = 2) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(workers)},
+        job_defaults={"misfire_grace_time": None},
+        timezone="UTC",
+    )
+    tracker.instrument(scheduler)
+    scheduler.start()
+    return scheduler
+
+
+def _finished(tracker: Tracker, job_id: str, count: int = 1) -> list[Any]:
+    def done() -> list[Any]:
+        rows = [r for r in tracker.executions(job_id=job_id) if r.status is not Status.RUNNING]
+        return rows if len(rows) >= count else []
+
+    rows = wait_for(done)
+    assert tracker.flush(10)
+    return rows
+
+
+def _run(tracker: Tracker, func: Any, job_id: str, **add: Any) -> Any:
+    scheduler = _scheduler(tracker)
+    try:
+        scheduler.add_job(func, "date", run_date=datetime.now(UTC), id=job_id, **add)
+        (row,) = _finished(tracker, job_id)
+    finally:
+        scheduler.shutdown()
+    sentry_sdk.flush(5)
+    return row
+
+
+# -- per-run scope, exactly once ---------------------------------------------------------
+
+
+def test_failing_run_reaches_sentry_once_with_its_tags_context_and_trace(
+    make: Any, sentry: _Sentry
+) -> None:
+    """One event per failure, tagged job_id/run_id/job_status, with fire time, lateness and the
+    run's OpenTelemetry trace id, and not a second one from APScheduler's logger.exception."""
+    tracker = make(tracing=True, tracer_provider=PROVIDER, sentry=True)
+    row = _run(tracker, failing_job, "invoices")
+    (event,) = sentry.of_type("event")
+    assert event["tags"]["job_id"] == "invoices"
+    assert event["tags"]["run_id"] == row.run_id
+    assert event["tags"]["job_status"] == "failed"
+    assert event["transaction"] == "failing_job"
+    job = event["contexts"]["job"]
+    assert datetime.fromisoformat(job["scheduled_at"]) == row.scheduled_at
+    assert job["lateness_s"] == pytest.approx(row.lateness_s)
+    assert event["contexts"]["trace"]["trace_id"] == row.trace_id
+    (exception,) = event["exception"]["values"]
+    assert exception["type"] == "ValueError"
+    assert exception["value"] == "invoice 42 could not be synced"
+
+
+def test_exactly_once_without_sentrys_dedupe(make: Any, endpoint: _Sentry) -> None:
+    """Even with only the logging integration (no dedupe), a failure is sent once."""
+    _init(
+        endpoint,
+        default_integrations=False,
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+    )
+    try:
+        tracker = make(sentry=True)
+        row = _run(tracker, failing_job, "invoices")
+    finally:
+        _uninit()
+    (event,) = endpoint.of_type("event")
+    assert event["tags"]["run_id"] == row.run_id
+
+
+def test_undecorated_job_failure_reaches_sentry_once_tagged_with_its_job(
+    make: Any, sentry: _Sentry
+) -> None:
+    """A job without @tracked_job is captured once (from APScheduler's record), with its id."""
+    tracker = make(sentry=True)
+    _run(tracker, plain_failing_job, "plain")
+    (event,) = sentry.of_type("event")
+    assert event["tags"]["job_id"] == "plain"
+    assert event["tags"]["job_status"] == "failed"
+    assert event["exception"]["values"][0]["type"] == "KeyError"
+
+
+def test_without_the_tracker_apschedulers_record_still_reaches_sentry(
+    make: Any, sentry: _Sentry
+) -> None:
+    """With sentry=False, the logging integration reports the failure as usual (once)."""
+    tracker = make()
+    _run(tracker, failing_job, "invoices")
+    (event,) = sentry.of_type("event")
+    assert "run_id" not in event.get("tags", {})
+    assert "raised an exception" in event["logentry"]["message"]
+
+
+def test_timed_out_run_is_one_error_event(make: Any, sentry: _Sentry) -> None:
+    """A run past its max_runtime (that returned normally) is one error event, status timed_out."""
+    tracker = make(sentry=True)
+    row = _run(tracker, overrunning_job, "slow")
+    assert row.status is Status.TIMED_OUT
+    (event,) = sentry.of_type("event")
+    assert event["level"] == "error"
+    assert event["message"] == 'Job "overrunning_job" ran past its max_runtime of 0.05 s'
+    assert event["tags"]["job_status"] == "timed_out"
+    assert event["tags"]["run_id"] == row.run_id
+
+
+def test_logs_without_sentry_do_not_take_the_failure_away_from_sentry(
+    make: Any, sentry: _Sentry
+) -> None:
+    """logs=True drops APScheduler's record; its Sentry event (logging integration) stays: once."""
+    tracker = make(logs=True)
+    _run(tracker, failing_job, "invoices")
+    (event,) = sentry.of_type("event")
+    assert event["tags"]["job_id"] == "invoices"
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+
+
+def test_no_scope_leaks_between_runs_on_a_reused_pool_thread(make: Any, sentry: _Sentry) -> None:
+    """On a one-thread pool, what run A set on its scope never shows on run B's event."""
+    tracker = make(sentry=True)
+    scheduler = _scheduler(tracker, workers=1)
+    try:
+        scheduler.add_job(tagging_job, "date", run_date=datetime.now(UTC), id="a", args=["acme"])
+        (first,) = _finished(tracker, "a")
+        scheduler.add_job(quiet_failing_job, "date", run_date=datetime.now(UTC), id="b")
+        (second,) = _finished(tracker, "b")
+    finally:
+        scheduler.shutdown()
+    sentry_sdk.flush(5)
+    events = {e["tags"]["job_id"]: e for e in sentry.of_type("event")}
+    assert events["a"]["tags"]["customer"] == "acme"
+    assert events["a"]["tags"]["run_id"] == first.run_id
+    assert "customer" not in events["b"]["tags"]
+    assert "user" not in events["b"]
+    assert events["b"]["tags"]["run_id"] == second.run_id
+    assert (
+        events["a"]["contexts"]["trace"]["trace_id"] != events["b"]["contexts"]["trace"]["trace_id"]
+    )
+
+
+def test_sentry_not_initialised_is_a_no_op(make: Any) -> None:
+    """With the SDK not initialised, sentry=True and crons change nothing for the jobs."""
+    assert not sentry_sdk.get_client().is_active()
+    tracker = make(sentry=True, sentry_crons=True)
+    scheduler = _scheduler(tracker)
+    try:
+        scheduler.add_job(ok_job, "interval", minutes=5, id="ok", next_run_time=datetime.now(UTC))
+        scheduler.add_job(failing_job, "date", run_date=datetime.now(UTC), id="bad")
+        (ok,) = _finished(tracker, "ok")
+        (bad,) = _finished(tracker, "bad")
+    finally:
+        scheduler.shutdown()
+    assert ok.status is Status.SUCCEEDED
+    assert bad.status is Status.FAILED
+    assert tracker.stats().sink_errors == {}
+
+
+def test_a_broken_sentry_call_never_breaks_the_job(
+    make: Any, sentry: _Sentry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the SDK raises inside our hook, the job still runs and is recorded; the error counted."""
+
+    def broken() -> Any:
+        raise RuntimeError("sentry is broken")
+
+    monkeypatch.setattr(sentry_sdk, "isolation_scope", broken)
+    tracker = make(sentry=True)
+    RAN.clear()
+    row = _run(tracker, ok_job, "ok")
+    assert RAN.is_set()
+    assert row.status is Status.SUCCEEDED
+    assert tracker.stats().sink_errors.get("sentry") == 1
+
+
+# -- Crons ---------------------------------------------------------------------------------
+
+
+def test_crons_check_ins_for_cron_and_interval_jobs(make: Any, sentry: _Sentry) -> None:
+    """Each scheduled run checks in (in_progress, then ok/error) under the job's monitor, whose
+    schedule comes from the job's cron or interval trigger."""
+    tracker = make(sentry=True, sentry_crons=True)
+    scheduler = _scheduler(tracker)
+    now = datetime.now(UTC)
+    try:
+        scheduler.add_job(
+            ok_job,
+            CronTrigger(
+                minute="*/15", hour="8-18", day_of_week="mon-fri", timezone="Europe/Berlin"
+            ),
+            id="Reports.Hourly",
+            next_run_time=now,
+        )
+        scheduler.add_job(failing_job, "interval", hours=2, id="sync", next_run_time=now)
+        (report,) = _finished(tracker, "Reports.Hourly")
+        (sync,) = _finished(tracker, "sync")
+        wait_for(lambda: len(sentry.of_type("check_in")) >= 4 or sentry_sdk.flush(1))
+    finally:
+        scheduler.shutdown()
+    check_ins = sentry.of_type("check_in")
+    by_slug: dict[str, list[dict[str, Any]]] = {}
+    for check_in in check_ins:
+        by_slug.setdefault(check_in["monitor_slug"], []).append(check_in)
+    report_ins = by_slug[monitor_slug("Reports.Hourly")]
+    assert monitor_slug("Reports.Hourly") == "reports-hourly"
+    assert [c["status"] for c in report_ins] == ["in_progress", "ok"]
+    assert {c["check_in_id"] for c in report_ins} == {report.run_id.replace("-", "")}
+    assert report_ins[0]["monitor_config"] == {
+        "schedule": {"type": "crontab", "value": "*/15 8-18 * * 1,2,3,4,5"},
+        "timezone": "Europe/Berlin",
+    }
+    sync_ins = by_slug["sync"]
+    assert [c["status"] for c in sync_ins] == ["in_progress", "error"]
+    assert sync_ins[1]["duration"] == pytest.approx(sync.duration_s)
+    assert sync_ins[0]["monitor_config"]["schedule"] == {
+        "type": "interval",
+        "value": 2,
+        "unit": "hour",
+    }
+
+
+def test_crons_skip_schedules_sentry_cannot_represent_with_one_warning(
+    make: Any, sentry: _Sentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sub-minute intervals and cron with seconds send no check-in and warn once per job."""
+    tracker = make(sentry=True, sentry_crons=True)
+    scheduler = _scheduler(tracker)
+    try:
+        scheduler.add_job(ok_job, "interval", seconds=0.1, id="fast")
+        scheduler.add_job(ok_job, "cron", second="*", id="every-second")
+        _finished(tracker, "fast", count=3)
+        _finished(tracker, "every-second", count=2)
+    finally:
+        scheduler.shutdown()
+    sentry_sdk.flush(5)
+    assert sentry.of_type("check_in") == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tracker.sentry"]
+    assert len([w for w in warnings if "'fast'" in w]) == 1
+    assert len([w for w in warnings if "'every-second'" in w]) == 1
+    assert "whole number of minutes" in next(w for w in warnings if "'fast'" in w)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (CronTrigger.from_crontab("30 2 * * *", timezone="UTC"), "30 2 * * *"),
+        (CronTrigger(day_of_week="sun", hour=3, timezone="UTC"), "0 3 * * 0"),
+        (CronTrigger(day_of_week="sat-sun", timezone="UTC"), "0 0 * * 0,6"),
+        # APScheduler 3 reads crontab weekdays from monday = 0: "1-5" is tue-sat
+        (CronTrigger.from_crontab("0 9 * * 1-5", timezone="UTC"), "0 9 * * 2,3,4,5,6"),
+        (CronTrigger(minute="5/15", timezone="UTC"), "5-59/15 * * * *"),
+        (CronTrigger(month="jan-mar", day=1, timezone="UTC"), "0 0 1 jan-mar *"),
+    ],
+)
+def test_monitor_schedule_from_cron_triggers(trigger: Any, expected: str) -> None:
+    """Cron triggers map to the 5-field crontab that fires at the same times."""
+    config = monitor_config(trigger)
+    assert config is not None
+    assert config["schedule"] == {"type": "crontab", "value": expected}
+    assert config["timezone"] == "UTC"
+
+
+def test_monitor_schedule_from_interval_triggers_and_max_runtime() -> None:
+    """Intervals become the largest whole unit; max_runtime is rounded up to minutes."""
+    assert monitor_config(IntervalTrigger(days=7), max_runtime=90) == {
+        "schedule": {"type": "interval", "value": 1, "unit": "week"},
+        "max_runtime": 2,
+    }
+    assert monitor_config(IntervalTrigger(minutes=90))["schedule"] == {  # type: ignore[index]
+        "type": "interval",
+        "value": 90,
+        "unit": "minute",
+    }
+    assert monitor_config(DateTrigger(datetime.now(UTC))) is None
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        IntervalTrigger(seconds=30),
+        IntervalTrigger(seconds=90),
+        CronTrigger(second="*/10", timezone="UTC"),
+        CronTrigger(day="last", timezone="UTC"),
+        CronTrigger(day="1st mon", timezone="UTC"),
+        CronTrigger(day=1, day_of_week="mon", timezone="UTC"),
+        CronTrigger(year=2030, timezone="UTC"),
+        OrTrigger([IntervalTrigger(hours=1), IntervalTrigger(hours=3)]),
+    ],
+)
+def test_schedules_sentry_cannot_represent_are_refused(trigger: Any) -> None:
+    """Schedules without a faithful Sentry form raise instead of producing a wrong monitor."""
+    with pytest.raises(UnsupportedSchedule):
+        monitor_config(trigger)

@@ -1,0 +1,399 @@
+"""OpenTelemetry spans of runs: real SDK (in-memory exporter), real schedulers, real OTLP/HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from support import wait_for
+
+from tracker import Origin, Status, Tracker, TrackerSettings, configure_otlp_from_env, tracked_job
+
+PROVIDER = TracerProvider(shutdown_on_exit=False)
+EXPORTER = InMemorySpanExporter()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
+APP = PROVIDER.get_tracer("app")
+"""What the job's own code (an HTTP client, a database driver) would trace with."""
+
+DONE = threading.Event()
+
+
+@tracked_job
+def traced_job() -> None:
+    with APP.start_as_current_span("child-sync"):
+        pass
+    DONE.set()
+
+
+@tracked_job
+async def async_traced_job() -> None:
+    with APP.start_as_current_span("child-async"):
+        await asyncio.sleep(0)
+    DONE.set()
+
+
+@tracked_job
+def broken_job() -> None:
+    DONE.set()
+    raise ValueError("ledger 7 is locked")
+
+
+@tracked_job(max_runtime=0.05)
+def overrunning_job() -> None:
+    time.sleep(0.6)
+
+
+def plain_broken_job() -> None:
+    DONE.set()
+    raise KeyError("no such account")
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    EXPORTER.clear()
+    DONE.clear()
+
+
+@pytest.fixture
+def traced(sqlite_url: str) -> Iterator[Tracker]:
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        tracing=True,
+        tracer_provider=PROVIDER,
+    )
+    yield tracker
+    tracker.close(timeout=5)
+
+
+def _background(tracker: Tracker, workers: int = 2) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(workers)}, timezone="UTC"
+    )
+    tracker.instrument(scheduler)
+    scheduler.start()
+    return scheduler
+
+
+def _spans(name: str | None = None) -> list[ReadableSpan]:
+    return [s for s in EXPORTER.get_finished_spans() if name is None or s.name == name]
+
+
+def _run_once(tracker: Tracker, func: Any, job_id: str = "job") -> ReadableSpan:
+    scheduler = _background(tracker)
+    try:
+        scheduler.add_job(func, "date", run_date=datetime.now(UTC), id=job_id)
+        span = wait_for(lambda: _spans(func.__name__))[0]  # the run has ended
+        assert tracker.flush(10)
+    finally:
+        scheduler.shutdown()
+    return span
+
+
+def _hex(value: int, width: int) -> str:
+    return format(value, f"0{width}x")
+
+
+def test_scheduled_run_is_a_root_span_with_its_attributes(traced: Tracker) -> None:
+    """A scheduled run's span is a root named after the job, with job/run/fire-time attributes."""
+    span = _run_once(traced, traced_job, "nightly-report")
+    assert span.parent is None
+    attributes = dict(span.attributes or {})
+    assert attributes["jobtracker.job.id"] == "nightly-report"
+    assert span.name == "traced_job"
+    assert attributes["jobtracker.run.origin"] == "scheduled"
+    assert attributes["jobtracker.run.status"] == "succeeded"
+    assert datetime.fromisoformat(str(attributes["jobtracker.run.scheduled_at"])).tzinfo
+    assert float(attributes["jobtracker.run.lateness_s"]) >= 0  # type: ignore[arg-type]
+    row = traced.execution(str(attributes["jobtracker.run.id"]))
+    assert row is not None
+    assert row.status is Status.SUCCEEDED
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_job_spans_nest_under_the_run_span_in_a_thread_pool_job(traced: Tracker) -> None:
+    """A span the job's own code opens in a pool thread is a child of the run's span."""
+    run_span = _run_once(traced, traced_job)
+    child = _spans("child-sync")[0]
+    assert child.parent is not None
+    assert child.parent.span_id == run_span.context.span_id
+    assert child.context.trace_id == run_span.context.trace_id
+
+
+def test_job_spans_nest_under_the_run_span_in_an_async_job(traced: Tracker) -> None:
+    """In an asyncio job the job's spans nest under the run, which is a root even though the
+    job was added while a request span was current (asyncio copies that context into the task)."""
+
+    async def main() -> None:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        traced.instrument(scheduler)
+        scheduler.start()
+        with APP.start_as_current_span("request"):
+            scheduler.add_job(async_traced_job, "date", run_date=datetime.now(UTC), id="a")
+        await asyncio.get_running_loop().run_in_executor(None, DONE.wait, 10)
+        await asyncio.sleep(0.05)
+        scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+    assert traced.flush(10)
+    run_span = wait_for(lambda: _spans("async_traced_job"))[0]
+    request = _spans("request")[0]
+    child = _spans("child-async")[0]
+    assert run_span.parent is None
+    assert run_span.context.trace_id != request.context.trace_id
+    assert child.parent is not None
+    assert child.parent.span_id == run_span.context.span_id
+
+
+def test_failed_run_records_the_exception_once_with_error_status(traced: Tracker) -> None:
+    """A failing run's span has one exception event and status ERROR naming the error."""
+    span = _run_once(traced, broken_job)
+    exceptions = [e for e in span.events if e.name == "exception"]
+    assert len(exceptions) == 1
+    assert (exceptions[0].attributes or {})["exception.type"] == "ValueError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert "ledger 7 is locked" in (span.status.description or "")
+    assert (span.attributes or {})["jobtracker.run.status"] == "failed"
+
+
+def test_timed_out_run_ends_its_span_in_error_without_an_exception(traced: Tracker) -> None:
+    """A run the watchdog marked timed out (it returned normally) ends with status ERROR."""
+    span = _run_once(traced, overrunning_job)
+    assert (span.attributes or {})["jobtracker.run.status"] == "timed_out"
+    assert span.status.status_code is StatusCode.ERROR
+    assert [e.name for e in span.events] == []
+
+
+def test_trace_and_span_ids_are_stored_on_the_run_row(database_url: str) -> None:
+    """The row of a run (SQLite and PostgreSQL) carries its span's trace id and span id in hex."""
+    tracker = Tracker(
+        database_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        tracing=True,
+        tracer_provider=PROVIDER,
+    )
+    try:
+        span = _run_once(tracker, broken_job)
+        row = tracker.execution(str((span.attributes or {})["jobtracker.run.id"]))
+        assert row is not None
+        assert row.status is Status.FAILED
+        assert row.trace_id == _hex(span.context.trace_id, 32)
+        assert row.span_id == _hex(span.context.span_id, 16)
+    finally:
+        tracker.close(timeout=5)
+
+
+def test_manual_run_is_a_root_that_links_to_the_request_span(traced: Tracker) -> None:
+    """``run_now`` from inside a request span: the run is its own trace, linked to the request."""
+    scheduler = _background(traced)
+    try:
+        scheduler.add_job(traced_job, "interval", hours=1, id="hourly")
+        with APP.start_as_current_span("POST /jobs/hourly/run") as request:
+            traced.instrument(scheduler).run_now("hourly")
+        span = wait_for(lambda: _spans("traced_job"))[0]
+        assert traced.flush(10)
+    finally:
+        scheduler.shutdown()
+    assert span.parent is None
+    assert (span.attributes or {})["jobtracker.run.origin"] == Origin.MANUAL.value
+    assert (span.attributes or {})["jobtracker.job.id"] == "hourly"
+    assert [link.context.span_id for link in span.links] == [request.get_span_context().span_id]
+
+
+class _RequestSpans:
+    """ASGI middleware: each HTTP request runs inside a span, as OTel's instrumentation does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with APP.start_as_current_span(f"{scope['method']} {scope['path']}"):
+            await self.app(scope, receive, send)
+
+
+def test_run_from_the_http_api_links_to_the_request_span(traced: Tracker) -> None:
+    """POST /jobs/{id}/run under a request span: the run is a root linked to that request."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from tracker.integrations.fastapi import ApiSettings, tracker_lifespan, tracker_router
+
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(traced_job, "interval", hours=1, id="hourly")
+    app = FastAPI(lifespan=tracker_lifespan(traced, scheduler, close_tracker=False))
+    app.include_router(tracker_router(settings=ApiSettings(token=SecretStr("t0ken"))))
+    app.add_middleware(_RequestSpans)
+    with TestClient(app) as client:
+        response = client.post("/jobs/hourly/run", headers={"Authorization": "Bearer t0ken"})
+        assert response.status_code == 202, response.text
+        span = wait_for(lambda: _spans("traced_job"))[0]
+    request = _spans("POST /jobs/hourly/run")[0]
+    assert span.parent is None
+    assert (span.attributes or {})["jobtracker.run.origin"] == "manual"
+    assert [link.context.span_id for link in span.links] == [request.context.span_id]
+    assert span.context.trace_id != request.context.trace_id
+
+
+def test_direct_call_links_to_the_callers_span(traced: Tracker) -> None:
+    """Calling a tracked function directly under a span makes a root run span linked to it."""
+    with APP.start_as_current_span("caller") as caller:
+        traced_job()
+    span = _spans("traced_job")[0]
+    assert span.parent is None
+    assert (span.attributes or {})["jobtracker.run.origin"] == "direct"
+    assert span.links[0].context.span_id == caller.get_span_context().span_id
+    assert trace.get_current_span() is trace.INVALID_SPAN  # our context was detached
+
+
+def test_undecorated_job_gets_a_span_after_the_fact(traced: Tracker) -> None:
+    """A job without @tracked_job still gets a span, from its recorded start to its end."""
+    span = _run_once(traced, plain_broken_job, "plain")
+    assert span.parent is None
+    assert (span.attributes or {})["jobtracker.job.id"] == "plain"
+    assert span.status.status_code is StatusCode.ERROR
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert span.start_time <= span.end_time
+
+
+# -- through the real OTLP/HTTP exporter ---------------------------------------------------
+
+
+class _Receiver(ThreadingHTTPServer):
+    requests: list[ExportTraceServiceRequest]
+    paths: list[str]
+
+
+class _OtlpHandler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.server.requests.append(request)
+        self.server.paths.append(self.path)
+        reply = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver(("127.0.0.1", 0), _OtlpHandler)
+    server.requests, server.paths = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_spans_reach_an_otlp_http_receiver_configured_from_otel_env(
+    sqlite_url: str, receiver: _Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configure_otlp_from_env() + close(): the run's span arrives over OTLP/HTTP, decoded."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.server_port}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "billing-worker")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only close() can send it in time
+    provider = configure_otlp_from_env(set_global=False)
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        tracing=True,
+        tracer_provider=provider,
+    )
+    try:
+        scheduler = _background(tracker)
+        scheduler.add_job(broken_job, "date", run_date=datetime.now(UTC), id="ledger")
+        assert DONE.wait(10)
+        wait_for(lambda: tracker.executions(job_id="ledger", status="failed"))
+        scheduler.shutdown()
+        row = tracker.executions(job_id="ledger")[0]
+    finally:
+        tracker.close(timeout=10)
+    try:
+        assert receiver.paths
+        assert set(receiver.paths) == {"/v1/traces"}
+        resource_spans = [rs for r in receiver.requests for rs in r.resource_spans]
+        service = {a.key: a.value.string_value for a in resource_spans[0].resource.attributes}
+        assert service["service.name"] == "billing-worker"
+        spans = [s for rs in resource_spans for ss in rs.scope_spans for s in ss.spans]
+        (span,) = [s for s in spans if s.name == "broken_job"]
+        assert span.trace_id.hex() == row.trace_id
+        assert span.span_id.hex() == row.span_id
+        assert span.parent_span_id == b""
+        attributes = {a.key: a.value for a in span.attributes}
+        assert attributes["jobtracker.run.id"].string_value == row.run_id
+        assert attributes["jobtracker.job.id"].string_value == "ledger"
+        assert attributes["jobtracker.run.status"].string_value == "failed"
+        assert span.status.code == span.status.STATUS_CODE_ERROR
+        assert [e.name for e in span.events] == ["exception"]
+    finally:
+        provider.shutdown()
+
+
+def test_close_does_not_hang_on_an_exporter_that_never_answers(sqlite_url: str) -> None:
+    """With a collector that accepts but never answers, close(timeout=1) returns promptly."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the kernel; nothing ever reads or answers
+    port = silent.getsockname()[1]
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=15)
+        )
+    )
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        tracing=True,
+        tracer_provider=provider,
+    )
+    try:
+        scheduler = _background(tracker)
+        scheduler.add_job(traced_job, "date", run_date=datetime.now(UTC), id="stuck-export")
+        wait_for(lambda: tracker.executions(job_id="stuck-export", status="succeeded"))
+        scheduler.shutdown()
+        started = time.monotonic()
+        tracker.close(timeout=1)
+        assert time.monotonic() - started < 8  # the exporter alone would wait 15 s
+        assert tracker.executions(job_id="stuck-export")[0].status is Status.SUCCEEDED
+    finally:
+        silent.close()

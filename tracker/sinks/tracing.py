@@ -1,0 +1,305 @@
+"""OpenTelemetry: one span per run, its ids on the run's row.
+
+* :class:`TracingHook` runs on the job's path (in its own thread or task): it starts
+  the run's span from an *empty* context — every run is a root, never a child of
+  whatever request or span happened to be current — makes it current so spans the
+  job's own code opens nest under it, and writes the span's ``trace_id``/``span_id``
+  (hex) on the run before its ``running`` record is published. A manual run (``run_now``
+  from the HTTP API) and a direct call *link* to the span that asked for them.
+* :class:`TracingSink` runs on its own thread: it gives runs recorded only from
+  scheduler events (jobs not decorated with ``@tracked_job``) a span after the fact,
+  and flushes the provider with a timeout (an exporter that hangs never blocks
+  :meth:`Tracker.close <tracker.Tracker.close>`).
+
+Span: named after the job, kind ``INTERNAL``; attributes (see ``docs/signals.md``)::
+
+    jobtracker.job.id  jobtracker.run.id  jobtracker.run.origin
+    jobtracker.run.scheduled_at (ISO 8601)  jobtracker.run.lateness_s  jobtracker.run.status
+
+A failed run records its exception once (one ``exception`` event) and ends with status
+``ERROR``; so do timed-out and interrupted runs (without an exception event when they
+raised none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from contextvars import Token
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace.status import Status as SpanStatus
+from opentelemetry.trace.status import StatusCode
+
+from .. import _context
+from .._hub import Hub
+from .._record import Execution, Origin, Status
+from .._run import Run
+from .._sink import BaseSink, TrackerEvent
+
+__all__ = [
+    "ATTR_JOB_ID",
+    "ATTR_LATENESS",
+    "ATTR_ORIGIN",
+    "ATTR_RUN_ID",
+    "ATTR_SCHEDULED_AT",
+    "ATTR_STATUS",
+    "TracingHook",
+    "TracingSink",
+    "configure_otlp_from_env",
+    "enable_tracing",
+    "flush_provider",
+]
+
+logger = logging.getLogger("tracker.tracing")
+
+ATTR_JOB_ID = "jobtracker.job.id"
+ATTR_RUN_ID = "jobtracker.run.id"
+ATTR_ORIGIN = "jobtracker.run.origin"
+ATTR_SCHEDULED_AT = "jobtracker.run.scheduled_at"
+ATTR_LATENESS = "jobtracker.run.lateness_s"
+ATTR_STATUS = "jobtracker.run.status"
+
+CARRIER = "otel.context"
+"""``run.extras`` key of the OpenTelemetry context current where a manual run was requested."""
+
+_EMPTY = Context()
+_ENDED_BADLY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.INTERRUPTED})
+_NO_SPAN = frozenset({Status.RUNNING, Status.MISSED, Status.SKIPPED})
+_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+
+
+def _tracer(provider: TracerProvider | None) -> Tracer:
+    from .. import __version__
+
+    return trace.get_tracer("tracker", __version__, tracer_provider=provider)
+
+
+def _link_to(ctx: Context | None) -> list[Link] | None:
+    """A link to the span current in ``ctx``, if there is a valid one."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return [Link(span_context)] if span_context.is_valid else None
+
+
+def _attributes(run: Run | Execution) -> dict[str, Any]:
+    return {
+        ATTR_JOB_ID: run.job_id,
+        ATTR_RUN_ID: run.run_id,
+        ATTR_ORIGIN: run.origin.value,
+        ATTR_SCHEDULED_AT: run.scheduled_at.isoformat(),
+        ATTR_LATENESS: run.lateness_s or 0.0,
+    }
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:  # a broken __str__
+        return type(error).__name__
+
+
+def _end_status(
+    span: trace.Span, status: Status, error: BaseException | None, message: str | None = None
+) -> None:
+    span.set_attribute(ATTR_STATUS, status.value)
+    if status in _ENDED_BADLY:
+        if error is not None and not isinstance(error, _INTERRUPTIONS):
+            span.record_exception(error)
+        description = _describe(error) if error is not None else message
+        span.set_status(SpanStatus(StatusCode.ERROR, description or status.value))
+
+
+class TracingHook:
+    """Starts, makes current and ends each in-run execution's span (on the job's path)."""
+
+    name = "tracing"
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self.tracer = _tracer(tracer_provider)
+
+    def enter(self, run: Run) -> object:
+        links = None
+        if run.origin is Origin.MANUAL:
+            requested = run.extras.get(CARRIER)  # the context run_now() was called in
+            links = _link_to(requested) if isinstance(requested, Context) else None
+        elif run.origin is Origin.DIRECT:
+            links = _link_to(otel_context.get_current())
+        span = self.tracer.start_span(
+            run.job_name,
+            context=_EMPTY,
+            kind=SpanKind.INTERNAL,
+            attributes=_attributes(run),
+            links=links,
+        )
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            run.trace_id = format(span_context.trace_id, "032x")
+            run.span_id = format(span_context.span_id, "016x")
+        current = trace.set_span_in_context(span, _EMPTY)
+        return span, current, otel_context.attach(current)
+
+    def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
+        if token is None:
+            return
+        span: trace.Span
+        current: Context
+        attached: Token[Context]
+        span, current, attached = token  # type: ignore[misc]
+        try:
+            _end_status(span, status, error)
+        finally:
+            span.end()
+            # Only where it was attached: the hub may close a run from another thread
+            # (shutdown), where detaching would fail (and the job's context is not ours).
+            if otel_context.get_current() is current:
+                otel_context.detach(attached)
+
+
+def _ns(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1e9)
+
+
+class TracingSink(BaseSink):
+    """Spans, after the fact, for runs known only from scheduler events; bounded flushes.
+
+    Runs recorded from inside (``@tracked_job``) already carry their span's ids and are
+    left alone. ``flush``/``close`` flush the provider (default: the global one) on a
+    helper thread and give up after ``timeout``, so a hanging exporter never hangs the
+    tracker. The provider is not shut down: it belongs to whoever configured it.
+    """
+
+    name = "tracing"
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self.provider = tracer_provider
+        self.tracer = _tracer(tracer_provider)
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        for event in events:
+            if (
+                type(event) is Execution
+                and event.trace_id is None
+                and event.status not in _NO_SPAN
+                and event.started_at is not None
+            ):
+                self._span_after_the_fact(event)
+
+    def _span_after_the_fact(self, record: Execution) -> None:
+        span = self.tracer.start_span(
+            record.job_name,
+            context=_EMPTY,
+            kind=SpanKind.INTERNAL,
+            attributes=_attributes(record),
+            start_time=_ns(record.started_at),
+        )
+        message = None
+        if record.error_type:
+            message = f"{record.error_type}: {record.error_message or ''}"
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": record.error_type,
+                    "exception.message": record.error_message or "",
+                    "exception.stacktrace": record.traceback or "",
+                },
+                timestamp=_ns(record.finished_at),
+            )
+        _end_status(span, record.status, None, message)
+        span.end(end_time=_ns(record.finished_at))
+
+    def flush(self, timeout: float) -> bool:
+        return flush_provider(self.provider, timeout)
+
+    def close(self, timeout: float) -> None:
+        if not flush_provider(self.provider, timeout):
+            logger.warning("spans not flushed within %.1f s; the exporter may be down", timeout)
+
+
+_flushing: dict[int, threading.Thread] = {}
+
+
+def flush_provider(provider: TracerProvider | None = None, timeout: float = 5.0) -> bool:
+    """Flush ``provider`` (default: the global one), giving up after ``timeout`` seconds.
+
+    The SDK's ``force_flush`` waits for the exporter however long it takes; here it runs
+    on a daemon thread, so the caller never waits longer than ``timeout``. A flush still
+    stuck from an earlier call is not started twice. ``True`` if everything went out.
+    """
+    provider = provider or trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    key = id(provider)
+    thread = _flushing.get(key)
+    if thread is None or not thread.is_alive():
+        outcome: list[bool] = []
+
+        def run() -> None:
+            try:
+                outcome.append(bool(force_flush(max(1, int(timeout * 1000)))))
+            except Exception:
+                logger.exception("flushing spans failed")
+                outcome.append(False)
+
+        thread = threading.Thread(target=run, name="tracker-otel-flush", daemon=True)
+        thread.outcome = outcome  # type: ignore[attr-defined]
+        _flushing[key] = thread
+        thread.start()
+    thread.join(max(0.0, timeout))
+    if thread.is_alive():
+        return False
+    _flushing.pop(key, None)
+    done: list[bool] = thread.outcome  # type: ignore[attr-defined]
+    return bool(done and done[0])
+
+
+def enable_tracing(hub: Hub, tracer_provider: TracerProvider | None = None) -> TracingHook:
+    """Give every run of ``hub`` a span (the Tracker's ``tracing=True`` does this)."""
+    hook = TracingHook(tracer_provider)
+    hub.add_hook(hook)
+    hub.add_sink(TracingSink(tracer_provider))
+    _context.add_carrier(CARRIER, otel_context.get_current)
+    return hook
+
+
+def configure_otlp_from_env(*, service_name: str | None = None, set_global: bool = True) -> Any:
+    """An SDK ``TracerProvider`` exporting as the standard ``OTEL_*`` variables say.
+
+    ``OTEL_TRACES_EXPORTER`` picks the exporter: ``otlp`` (the default: OTLP over HTTP/protobuf
+    to ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``,
+    default ``http://localhost:4318``, with ``..._HEADERS``, ``..._TIMEOUT``,
+    ``..._COMPRESSION``), ``console`` or ``none``. The resource comes from
+    ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (``service_name`` is the fallback
+    name); batching from ``OTEL_BSP_*``. With ``OTEL_SDK_DISABLED=true`` nothing is exported.
+    Installed as the global provider unless ``set_global=False``; returns it.
+    """
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    attributes = {}
+    if service_name and not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes[SERVICE_NAME] = service_name
+    provider = SdkTracerProvider(resource=Resource.create(attributes))
+    disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if not disabled and choice not in ("none", ""):
+        if choice == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        else:
+            if choice != "otlp":
+                logger.warning("OTEL_TRACES_EXPORTER=%s is not supported here; using otlp", choice)
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
