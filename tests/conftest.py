@@ -38,7 +38,7 @@ def _postgres_available() -> str | None:
     return None
 
 
-_pg_problem: str | None | bool = False
+_pg_problem: str | bool | None = False
 
 
 def postgres_problem() -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect
 from tracker import Execution, Status
 from tracker._ids import new_run_id
 from tracker.sinks.database import create_tracker_engine, metadata, upgrade
-from tracker.sinks.database.migrate import current_revision
+from tracker.sinks.database.migrate import current_revisions, head_revisions
 from tracker.sinks.database.schema import VERSION_TABLE
 
 TABLE_MODULES = [
@@ -44,7 +44,7 @@ def test_migrations_create_exactly_the_models(database_url) -> None:
                 },
             )
             diff = compare_metadata(context, metadata)
-        assert current_revision(engine) is not None
+        assert current_revisions(engine) == head_revisions()
         names = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

@@ -279,3 +279,39 @@ def test_prometheus_scrapes_the_demo(tmp_path: Path) -> None:
             assert {s["metric"]["instance"] for s in series} == {target}
             ran = query(prometheus, 'sum by (status) (jobtracker_runs_total{status="succeeded"})')
             assert float(ran[0]["value"][1]) > 0
+
+
+def test_demo_exports_spans_as_the_otel_variables_say(tmp_path: Path, monkeypatch) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, the demo's runs arrive as spans at that receiver."""
+    from test_tracing import _OtlpHandler, _Receiver
+
+    server = _Receiver(("127.0.0.1", 0), _OtlpHandler)
+    server.requests, server.paths = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    try:
+        with running_demo(tmp_path):
+
+            def span_names() -> set[str]:
+                return {
+                    span.name
+                    for request in list(server.requests)
+                    for rs in request.resource_spans
+                    for ss in rs.scope_spans
+                    for span in ss.spans
+                }
+
+            support.wait_for(lambda: span_names() & DEMO_JOBS, timeout=20)
+        services = {
+            a.value.string_value
+            for request in server.requests
+            for rs in request.resource_spans
+            for a in rs.resource.attributes
+            if a.key == "service.name"
+        }
+        assert services == {"tracker-demo"}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -60,9 +60,11 @@ def test_job_store_restores_the_tracked_function(database_url, jobstore, tmp_pat
     run_id = out.read_text()
     assert run_id, "the restored job function was not the tracked wrapper"
     engine = create_engine(database_url)
-    with engine.connect() as conn:
-        row = conn.execute(select(executions).where(executions.c.run_id == run_id)).one()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(executions).where(executions.c.run_id == run_id)).one()
+    finally:
+        engine.dispose()
     assert row.job_id == "persisted" and row.status == "succeeded" and row.origin == "scheduled"
 
 

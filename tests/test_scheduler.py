@@ -235,7 +235,7 @@ def test_removed_job_keeps_its_history(tracker) -> None:
 
 
 def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
-    """A date job's last word to sinks is `removed`, though APScheduler announces it before the run."""
+    """A date job's last word to sinks is `removed` (APScheduler announces it before the run)."""
     from tracker import BaseSink, JobState
 
     class Jobs(BaseSink):

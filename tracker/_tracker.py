@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine
 
 from . import _context
-from ._hub import HubStats, Hub, RunHook
+from ._exceptions import ConfigurationError
+from ._hub import Hub, HubStats, RunHook
 from ._record import Execution, Status
 from ._sink import Sink
 from .settings import TrackerSettings
+from .sinks.alerts import AlertConfig, AlertSink, resolve_alerts
 from .sinks.database import (
     DatabaseSink,
     create_tracker_engine,
@@ -24,8 +28,24 @@ from .sinks.database import (
     prune,
     select_executions,
 )
+from .sinks.metrics import MetricsSink
+from .watchdog import Watchdog, WatchdogSettings
+from .watchdog import resolve_settings as resolve_watchdog
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger("tracker")
+
+
+def _signal(module: str, extra: str) -> Any:
+    """Import ``tracker.sinks.<module>``, or say which extra to install."""
+    try:
+        return importlib.import_module(f"{__package__}.sinks.{module}")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{module} needs the {extra!r} extra: pip install 'tracker[{extra}]' ({exc})"
+        ) from exc
 
 
 class Tracker:
@@ -43,6 +63,24 @@ class Tracker:
     (:class:`~tracker.settings.TrackerSettings`). The most recently created open
     tracker is the default one that :func:`tracked_job` functions called directly
     (outside a scheduler) record to.
+
+    Prometheus metrics (``tracker.metrics``, a :class:`~tracker.sinks.metrics.MetricsSink`)
+    are on by default, on ``registry`` (default prometheus-client's global ``REGISTRY``);
+    ``metrics=False`` turns them off, a ``MetricsSink`` in ``sinks`` is used instead.
+
+    Other signals are off until asked for (``docs/signals.md``): ``tracing=True`` gives
+    every run an OpenTelemetry span (on ``tracer_provider``, default the global one);
+    ``logs=True`` one structlog event per lifecycle change and run ids on the job's own
+    log lines (``logs="json"``/``"console"`` also calls :func:`~tracker.configure_logging`);
+    ``sentry=True`` a Sentry scope per run and each failure sent once, ``sentry_crons=True``
+    Sentry Crons check-ins. The run id and trace id connect them all.
+
+    The watchdog (``tracker.watchdog``) is on by default (``watchdog=False`` or
+    ``TRACKER_WATCHDOG_ENABLED=false`` turns it off; ``WatchdogSettings(...)`` tunes it):
+    runs past their ``max_runtime`` are reported at the deadline, fire times that pass
+    without a run become ``missed``, jobs that vanish from their store are reported.
+    Alerts (``tracker.alerts``, ``docs/alerts.md``) are on with ``alerts=AlertConfig(...)``
+    or ``alerts=True``, or when ``TRACKER_ALERT_*`` configures a channel.
     """
 
     def __init__(
@@ -54,12 +92,27 @@ class Tracker:
         sinks: Iterable[Sink] = (),
         hooks: Iterable[RunHook] = (),
         instance: str | None = None,
+        metrics: bool = True,
+        registry: CollectorRegistry | None = None,
+        tracing: bool = False,
+        tracer_provider: TracerProvider | None = None,
+        logs: bool | Literal["json", "console", "auto"] = False,
+        sentry: bool = False,
+        sentry_crons: bool = False,
+        alerts: AlertConfig | bool | None = None,
+        watchdog: WatchdogSettings | bool | None = None,
     ) -> None:
         self.settings = settings or TrackerSettings()
+        # Checked before anything starts: a bad channel raises ConfigurationError here.
+        alert_config = resolve_alerts(alerts)
+        watchdog_settings = resolve_watchdog(watchdog)
         url = database_url or self.settings.database_url or default_url()
         self.engine = engine or create_tracker_engine(url)
-        self.hub = Hub(instance=instance, interval=self.settings.flush_interval,
-                       queue_capacity=self.settings.buffer_size)
+        self.hub = Hub(
+            instance=instance,
+            interval=self.settings.flush_interval,
+            queue_capacity=self.settings.buffer_size,
+        )
         self.database = DatabaseSink(
             self.engine,
             instance=self.hub.instance,
@@ -68,12 +121,43 @@ class Tracker:
             heartbeat_interval=self.settings.heartbeat_interval,
             stale_after=self.settings.stale_after,
             on_drop=self.hub.count_drop,
+            spill_dir=self.settings.spill_dir,
         )
         self.hub.add_sink(self.database)
+        sinks = list(sinks)
+        # Prometheus metrics: a MetricsSink given in ``sinks``, else one of ours on ``registry``.
+        self.metrics: MetricsSink | None = next(
+            (s for s in sinks if isinstance(s, MetricsSink)), None
+        )
+        if self.metrics is None and metrics:
+            self.metrics = MetricsSink(registry)
+            self.hub.add_sink(self.metrics)
         for sink in sinks:
             self.hub.add_sink(sink)
+        if self.metrics is not None:
+            self.metrics.bind(self.hub)
+        # Traces first: the log and Sentry hooks read the span's ids from the run.
+        if tracing or tracer_provider is not None:
+            _signal("tracing", "tracing").enable_tracing(self.hub, tracer_provider)
+        if logs:
+            _signal("logs", "logging").enable_logs(self.hub, None if logs is True else logs)
+        if sentry or sentry_crons:
+            _signal("sentry", "sentry").enable_sentry(self.hub, crons=sentry_crons)
         for hook in hooks:
             self.hub.add_hook(hook)
+        self.alerts: AlertSink | None = None
+        if alert_config is not None:
+            self.alerts = AlertSink(
+                self.engine,
+                instance=self.hub.instance,
+                config=alert_config,
+                counter=self.metrics.count_alert if self.metrics is not None else None,
+            )
+            self.hub.add_sink(self.alerts)
+        self.watchdog: Watchdog | None = None
+        if watchdog_settings is not None:
+            self.watchdog = Watchdog(self.hub, watchdog_settings)
+            self.watchdog.start()
         self._instrumentations: list[Any] = []
         self._lock = threading.Lock()
         _context.push_default(self.hub)
@@ -107,6 +191,10 @@ class Tracker:
                 existing.detach()
             instrumentation = SchedulerInstrumentation(scheduler, self.hub)
             self._instrumentations.append(instrumentation)
+            if self.watchdog is not None:
+                from .integrations.apscheduler.watchdog import attach
+
+                attach(self.watchdog, instrumentation)
             return instrumentation
 
     def executions(
@@ -154,6 +242,8 @@ class Tracker:
         for instrumentation in self._instrumentations:
             instrumentation.detach()
         _context.remove_default(self.hub)
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.hub.close(timeout)
 
     def __enter__(self) -> Tracker:

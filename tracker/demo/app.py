@@ -98,6 +98,29 @@ def create_scheduler() -> AsyncIOScheduler:
     )
 
 
+_OTEL_EXPORT_VARIABLES = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+
+
+def _tracing_from_env() -> dict[str, Any]:
+    """Spans for every run, exported as the standard ``OTEL_*`` variables say.
+
+    Only when one of them asks for an exporter: by default the demo sends nothing anywhere.
+    Needs the ``tracing`` extra.
+    """
+    if not any(os.environ.get(name) for name in _OTEL_EXPORT_VARIABLES):
+        return {}
+    from ..sinks.tracing import configure_otlp_from_env
+
+    return {
+        "tracing": True,
+        "tracer_provider": configure_otlp_from_env(service_name="tracker-demo"),
+    }
+
+
 def create_app(
     database_url: str | None = None,
     *,
@@ -118,7 +141,7 @@ def create_app(
         scale = float(os.environ.get("TRACKER_DEMO_SCALE", "1"))
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    tracker = Tracker(database_url, sinks=sinks, registry=registry)
+    tracker = Tracker(database_url, sinks=sinks, registry=registry, **_tracing_from_env())
     scheduler = create_scheduler()
     settings = ApiSettings(token=SecretStr(token)) if token else ApiSettings()
 

@@ -39,12 +39,19 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
                 conn.commit()
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or ``None`` before the first migration."""
+def current_revisions(engine: Engine) -> tuple[str, ...]:
+    """The revisions the database is at (one per feature branch); empty before the first."""
     from alembic.runtime.migration import MigrationContext
 
     from .schema import VERSION_TABLE
 
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        return tuple(sorted(context.get_current_heads()))
+
+
+def head_revisions() -> tuple[str, ...]:
+    """Every head revision shipped with this version of tracker."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
