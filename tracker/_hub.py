@@ -277,7 +277,19 @@ class Hub:
             if key in self._by_key or key in self._tombstones:
                 self._tombstones.pop(key, None)
                 return
-        self.open_run(
+        self._open_from_event(key, job_id, job_name, scheduled_at, tags, origin)
+
+    def _open_from_event(
+        self,
+        key: Hashable,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime,
+        tags: Mapping[str, str] | None,
+        origin: Origin,
+    ) -> Run:
+        # No hooks: the run is not on this thread (it is known from the scheduler's events).
+        return self.open_run(
             job_id=job_id,
             job_name=job_name,
             scheduled_at=scheduled_at,
@@ -307,15 +319,7 @@ class Hub:
                 if len(self._tombstones) > _TOMBSTONES:
                     self._tombstones.popitem(last=False)
         if run is None:
-            run = self.open_run(
-                job_id=job_id,
-                job_name=job_name,
-                scheduled_at=scheduled_at,
-                key=key,
-                tags=tags,
-                hooks=False,
-                origin=origin,
-            )
+            run = self._open_from_event(key, job_id, job_name, scheduled_at, tags, origin)
         details = None
         if error is not None:
             etype, emessage, _ = describe(error)
