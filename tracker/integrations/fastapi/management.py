@@ -75,16 +75,41 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
             logger.error("tracker could not write the audit entry %r: %s", entry, exc)
             return None
 
+    def not_found(job_id: str) -> HTTPException:
+        return HTTPException(status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found")
+
     def get_job(scheduler: Any, job_id: str) -> Any:
         job = scheduler.get_job(job_id)
         if job is None and not scheduler.running:
             # A stopped APScheduler finds no jobs at all: say why instead of "not found".
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_RUNNING)
         if job is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found"
-            )
+            raise not_found(job_id)
         return job
+
+    def done(
+        tracker: Tracker,
+        request: Request,
+        actor: str,
+        action: Literal["run", "pause", "resume", "reschedule"],
+        job: Any,
+        before: dict[str, Any],
+        *,
+        changed: bool,
+        detail: str | None = None,
+        manual_job_id: str | None = None,
+    ) -> ActionOut:
+        """Audit an action that happened and describe the job after it."""
+        after = job_state(job)
+        audit_id = audit(tracker, request, actor, action, job.id, before, after, detail)
+        return ActionOut(
+            action=action,
+            job_id=job.id,
+            changed=changed,
+            job=after_view(tracker, job),
+            manual_job_id=manual_job_id,
+            audit_id=audit_id,
+        )
 
     def view(tracker: Tracker, job: Any) -> JobOut:
         return db_read(lambda: job_out(job, tracker.engine, settings.stats_window))
@@ -173,26 +198,17 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         try:
             manual_id = tracker.instrument(scheduler).run_now(job_id)
         except JobLookupError:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found"
-            ) from None
-        audit_id = audit(
+            raise not_found(job_id) from None
+        return done(
             tracker,
             request,
             actor,
             "run",
-            job_id,
+            job,
             state,
-            state,
-            f"manual run as one-shot job {manual_id}",
-        )
-        return ActionOut(
-            action="run",
-            job_id=job_id,
             changed=True,
-            job=after_view(tracker, job),
+            detail=f"manual run as one-shot job {manual_id}",
             manual_job_id=manual_id,
-            audit_id=audit_id,
         )
 
     def pause_or_resume(
@@ -215,19 +231,9 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
                     )
                 job = scheduler.resume_job(job_id)
         except JobLookupError:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found"
-            ) from None
+            raise not_found(job_id) from None
         job = get_job(scheduler, job_id)
-        after = job_state(job)
-        audit_id = audit(tracker, request, actor, action, job_id, before, after)
-        return ActionOut(
-            action=action,
-            job_id=job_id,
-            changed=changed,
-            job=after_view(tracker, job),
-            audit_id=audit_id,
-        )
+        return done(tracker, request, actor, action, job, before, changed=changed)
 
     @router.post(
         "/jobs/{job_id:path}/pause",
@@ -325,19 +331,10 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
             else:
                 scheduler.reschedule_job(job_id, trigger=trigger)
         except JobLookupError:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found"
-            ) from None
+            raise not_found(job_id) from None
         job = get_job(scheduler, job_id)
-        after = job_state(job)
-        audit_id = audit(tracker, request, actor, "reschedule", job_id, before, after)
-        return ActionOut(
-            action="reschedule",
-            job_id=job_id,
-            changed=before != after,
-            job=after_view(tracker, job),
-            audit_id=audit_id,
-        )
+        changed = before != job_state(job)
+        return done(tracker, request, actor, "reschedule", job, before, changed=changed)
 
     @router.delete(
         "/jobs/{job_id:path}",
@@ -355,8 +352,6 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         try:
             scheduler.remove_job(job_id)
         except JobLookupError:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"No job by the id of {job_id!r} was found"
-            ) from None
+            raise not_found(job_id) from None
         audit_id = audit(tracker, request, actor, "remove", job_id, before, None)
         return ActionOut(action="remove", job_id=job_id, changed=True, job=None, audit_id=audit_id)
