@@ -107,8 +107,3 @@ def current_run() -> Execution | None:
     """
     run = _current.get()
     return None if run is None else run.snapshot()
-
-
-def current_run_state() -> Run | None:
-    """The live :class:`~tracker._run.Run` of the current run (for hooks and integrations)."""
-    return _current.get()

@@ -7,7 +7,6 @@ import os
 import random
 import socket
 import time
-import uuid
 
 _counter = itertools.count()
 _random = random.Random()  # not for secrets: uniqueness comes from time + counter + 62 random bits
@@ -29,11 +28,6 @@ def new_run_id() -> str:
     )
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def run_id_floor(ms: int) -> str:
-    """The smallest run id created at or after ``ms`` milliseconds since the epoch."""
-    return str(uuid.UUID(int=(ms & 0xFFFFFFFFFFFF) << 80))
 
 
 def hostname() -> str:

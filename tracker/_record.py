@@ -38,9 +38,6 @@ class Status(enum.StrEnum):
         return self is not Status.RUNNING
 
 
-TERMINAL_STATUSES: frozenset[Status] = frozenset(s for s in Status if s.is_terminal)
-
-
 class Origin(enum.StrEnum):
     """What started a run."""
 
