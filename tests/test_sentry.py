@@ -22,7 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations.logging import LoggingIntegration
-from support import wait_for
+from support import slow_job, wait_for
 
 from tracker import Status, Tracker, TrackerSettings, tracked_job
 from tracker.sinks.sentry import UnsupportedSchedule, monitor_config, monitor_slug
@@ -334,8 +334,9 @@ def test_a_broken_sentry_call_never_breaks_the_job(
 
 
 def test_crons_check_ins_for_cron_and_interval_jobs(make: Any, sentry: _Sentry) -> None:
-    """Each scheduled run checks in (in_progress, then ok/error) under the job's monitor, whose
-    schedule comes from the job's cron or interval trigger."""
+    """Each scheduled run checks in under the job's monitor, whose schedule comes from the
+    job's cron or interval trigger. A run that ends within the hub's announce interval sends
+    one check-in (ok or error, with its duration); a longer one sends in_progress first."""
     tracker = make(sentry=True, sentry_crons=True)
     scheduler = _scheduler(tracker)
     now = datetime.now(UTC)
@@ -349,8 +350,12 @@ def test_crons_check_ins_for_cron_and_interval_jobs(make: Any, sentry: _Sentry) 
             next_run_time=now,
         )
         scheduler.add_job(failing_job, "interval", hours=2, id="sync", next_run_time=now)
+        scheduler.add_job(
+            slow_job, "interval", minutes=5, args=[0.4], id="long", next_run_time=now
+        )
         (report,) = _finished(tracker, "Reports.Hourly")
         (sync,) = _finished(tracker, "sync")
+        (long,) = _finished(tracker, "long")
         wait_for(lambda: len(sentry.of_type("check_in")) >= 4 or sentry_sdk.flush(1))
     finally:
         scheduler.shutdown()
@@ -360,20 +365,25 @@ def test_crons_check_ins_for_cron_and_interval_jobs(make: Any, sentry: _Sentry) 
         by_slug.setdefault(check_in["monitor_slug"], []).append(check_in)
     report_ins = by_slug[monitor_slug("Reports.Hourly")]
     assert monitor_slug("Reports.Hourly") == "reports-hourly"
-    assert [c["status"] for c in report_ins] == ["in_progress", "ok"]
+    assert [c["status"] for c in report_ins] == ["ok"]
     assert {c["check_in_id"] for c in report_ins} == {report.run_id.replace("-", "")}
     assert report_ins[0]["monitor_config"] == {
         "schedule": {"type": "crontab", "value": "*/15 8-18 * * 1,2,3,4,5"},
         "timezone": "Europe/Berlin",
     }
     sync_ins = by_slug["sync"]
-    assert [c["status"] for c in sync_ins] == ["in_progress", "error"]
-    assert sync_ins[1]["duration"] == pytest.approx(sync.duration_s)
+    assert [c["status"] for c in sync_ins] == ["error"]
+    assert sync_ins[0]["duration"] == pytest.approx(sync.duration_s)
     assert sync_ins[0]["monitor_config"]["schedule"] == {
         "type": "interval",
         "value": 2,
         "unit": "hour",
     }
+    long_ins = by_slug["long"]
+    assert [c["status"] for c in long_ins] == ["in_progress", "ok"]
+    assert {c["check_in_id"] for c in long_ins} == {long.run_id.replace("-", "")}
+    assert long_ins[1]["duration"] == pytest.approx(long.duration_s)
+    assert long.duration_s >= 0.4
 
 
 def test_crons_skip_schedules_sentry_cannot_represent_with_one_warning(

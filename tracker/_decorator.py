@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Mapping
+from contextvars import Token
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _context
-from ._context import Dispatch
 from ._hub import Hub
 from ._record import Origin
 from ._run import Run
@@ -52,64 +52,62 @@ def is_tracked(func: object) -> bool:
     return job_options(func) is not None
 
 
-class _Scope:
-    """Opens the run before the job and closes it after; never raises into the job."""
-
-    __slots__ = ("hub", "run", "token")
-
-    def __init__(self, hub: Hub, run: Run) -> None:
-        self.hub = hub
-        self.run = run
-        self.token = _context._current.set(run)
-
-    def end(self, error: BaseException | None) -> None:
-        try:
-            _context._current.reset(self.token)
-        except ValueError:  # reset from another context (generator-style misuse); keep going
-            _context._current.set(None)
-        try:
-            self.hub.close_run(self.run, error=error)
-        except Exception as exc:
-            self.hub.report_error("hub", exc)
-
-
-def _open(
-    wrapper: Callable[..., object], fn: Callable[..., object], options: JobOptions
-) -> _Scope | None:
+def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
+    """Open the run ``wrapper`` is being called for (``None``: untracked); never raises."""
     try:
         dispatch = _context.resolve(wrapper)
-        hub = dispatch.hub if dispatch is not None and dispatch.hub is not None else None
-        hub = hub or _context.default_hub()
-        if hub is None or hub.closed:
-            return None
         if dispatch is None:
-            dispatch = Dispatch(
-                hub=hub,
-                job_id=options.name,
-                job_name=options.name,
-                scheduled_at=None,
-                origin=Origin.DIRECT,
+            hub = _context.default_hub()
+            if hub is None or hub.closed:
+                return None
+            run = hub.begin(
+                options.name,
+                options.name,
+                None,
+                Origin.DIRECT,
+                options.tags,
+                options.max_runtime,
+                None,
             )
-        tags = options.tags
-        if dispatch.tags:
-            tags = {**tags, **dispatch.tags}
-        run = hub.open_run(
-            job_id=dispatch.job_id,
-            job_name=dispatch.job_name,
-            scheduled_at=dispatch.scheduled_at,
-            origin=dispatch.origin,
-            tags=tags,
-            max_runtime=options.max_runtime
-            if dispatch.max_runtime is None
-            else dispatch.max_runtime,
-            extras=dispatch.extras,
-        )
-        return _Scope(hub, run)
+        else:
+            hub = dispatch.hub or _context.default_hub()
+            if hub is None or hub.closed:
+                return None
+            tags = options.tags
+            if dispatch.tags:
+                tags = {**tags, **dispatch.tags}
+            max_runtime = dispatch.max_runtime
+            run = hub.begin(
+                dispatch.job_id,
+                dispatch.job_name,
+                dispatch.scheduled_at,
+                dispatch.origin,
+                tags,
+                options.max_runtime if max_runtime is None else max_runtime,
+                dispatch.extras,
+            )
+        run.token = (hub, _context._current.set(run))
+        return run
     except Exception as exc:  # tracking must never stop the job
         hub = _context.default_hub()
         if hub is not None:
             hub.report_error("tracked_job", exc)
         return None
+
+
+def _end(run: Run, error: BaseException | None) -> None:
+    """Close the run opened by :func:`_begin`; never raises."""
+    hub: Hub
+    token: Token[Run | None]
+    hub, token = run.token  # type: ignore[misc]
+    try:
+        _context._current.reset(token)
+    except ValueError:  # reset from another context (generator-style misuse); keep going
+        _context._current.set(None)
+    try:
+        hub.close_run(run, error=error)
+    except Exception as exc:
+        hub.report_error("hub", exc)
 
 
 def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
@@ -120,15 +118,15 @@ def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            scope = _open(async_wrapper, fn, options)
-            if scope is None:
+            run = _begin(async_wrapper, options)
+            if run is None:
                 return await async_fn(*args, **kwargs)
             try:
                 result = await async_fn(*args, **kwargs)
             except BaseException as exc:
-                scope.end(exc)
+                _end(run, exc)
                 raise
-            scope.end(None)
+            _end(run, None)
             return result
 
         setattr(async_wrapper, OPTIONS_ATTR, options)
@@ -136,15 +134,15 @@ def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        scope = _open(wrapper, fn, options)
-        if scope is None:
+        run = _begin(wrapper, options)
+        if run is None:
             return fn(*args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            scope.end(exc)
+            _end(run, exc)
             raise
-        scope.end(None)
+        _end(run, None)
         return result
 
     setattr(wrapper, OPTIONS_ATTR, options)

@@ -71,7 +71,15 @@ def status_for(error: BaseException | None) -> Status:
 
 
 class Hub:
-    """Per-run state and fan-out to sinks. Thread-safe."""
+    """Per-run state and fan-out to sinks. Thread-safe.
+
+    A run is published once when it ends. Its ``running`` record is published only if it
+    is still in progress ``announce_after`` seconds after it started (checked by a
+    background thread every ``interval``), or at :meth:`flush`: most runs are short, and
+    a record nobody would see costs every sink a round of work. Sinks therefore get a
+    finished record without a ``running`` one before it for short runs; when both come,
+    ``running`` always comes first.
+    """
 
     def __init__(
         self,
@@ -80,10 +88,12 @@ class Hub:
         instance: str | None = None,
         queue_capacity: int = 100_000,
         interval: float = 0.05,
+        announce_after: float | None = None,
     ) -> None:
         self.instance = instance or new_instance_id()
         self.queue_capacity = queue_capacity
         self.interval = interval
+        self.announce_after = interval if announce_after is None else announce_after
         self._workers: list[SinkWorker] = []
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
         self._hooks: list[RunHook] = []
@@ -95,6 +105,11 @@ class Hub:
         self._errors: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
         self._closed = False
+        self._stop = threading.Event()
+        self._announcer = threading.Thread(
+            target=self._announce_loop, name="tracker-hub-announcer", daemon=True
+        )
+        self._announcer.start()
         for sink in sinks:
             self.add_sink(sink)
 
@@ -141,38 +156,63 @@ class Hub:
         hooks: bool = True,
         extras: Mapping[str, object] | None = None,
     ) -> Run:
-        """A run starts now (or at ``started_at``): enter the hooks and publish it as ``running``.
+        """A run starts now (or at ``started_at``): enter the hooks and track it as live.
+
+        Its ``running`` record is published if it is still live after ``announce_after``.
 
         ``extras`` (what the integration carried from where the run was requested) is put
         in ``run.extras`` before the hooks are entered.
         """
         run = Run(
-            run_id=new_run_id(),
-            job_id=job_id,
-            job_name=job_name,
-            scheduled_at=scheduled_at,
-            instance=self.instance,
-            origin=origin,
-            tags=tags,
-            max_runtime=max_runtime,
-            key=key,
-            started_at=started_at,
+            new_run_id(),
+            job_id,
+            job_name,
+            scheduled_at,
+            self.instance,
+            origin,
+            tags,
+            max_runtime,
+            key,
+            started_at,
         )
         if extras:
             run.extras.update(extras)
         if hooks and self._hooks:
-            entered: list[tuple[RunHook, object]] = []
-            for hook in self._hooks:
-                try:
-                    entered.append((hook, hook.enter(run)))
-                except Exception as exc:
-                    self.report_error(hook.name, exc)
-            run.extras["_hooks"] = entered
-        self._live[run.run_id] = run  # dict operations are atomic: no lock on the run's path
+            self._enter_hooks(run)
+        self._live[run.run_id] = run  # dict operations are atomic: no lock needed to add
         if key is not None:
             self._by_key[key] = run
-        self._publish(run.snapshot())
         return run
+
+    def begin(
+        self,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime | None,
+        origin: Origin,
+        tags: Mapping[str, str] | None,
+        max_runtime: float | None,
+        extras: Mapping[str, object] | None,
+    ) -> Run:
+        """:meth:`open_run` for code on the run's own path (hooks entered): positional, lean."""
+        run = Run(
+            new_run_id(), job_id, job_name, scheduled_at, self.instance, origin, tags, max_runtime
+        )
+        if extras:
+            run.extras.update(extras)
+        if self._hooks:
+            self._enter_hooks(run)
+        self._live[run.run_id] = run
+        return run
+
+    def _enter_hooks(self, run: Run) -> None:
+        entered: list[tuple[RunHook, object]] = []
+        for hook in self._hooks:
+            try:
+                entered.append((hook, hook.enter(run)))
+            except Exception as exc:
+                self.report_error(hook.name, exc)
+        run.extras["_hooks"] = entered
 
     def close_run(
         self,
@@ -189,15 +229,20 @@ class Hub:
         else from ``error``. Returns ``None`` when the run had already been closed
         (for instance as ``interrupted`` when the tracker shut down under it).
         """
-        duration = run.elapsed_s
-        if self._live.pop(run.run_id, None) is None:
-            return None
+        duration = time.perf_counter() - run._t0
+        with self._lock:  # after this, the announcer cannot publish it as running
+            if self._live.pop(run.run_id, None) is None:
+                return None
         if run.key is not None:
             self._by_key.pop(run.key, None)
-        final = status or run.forced_status or status_for(error)
-        if run.forced_status is not None and status is None:  # the record keeps what happened
+        if status is not None:
+            final = status
+        elif run.forced_status is not None:  # the record keeps what happened
+            final = run.forced_status
             run.tags = {**run.tags, "outcome": status_for(error).value}
-        entered = run.extras.pop("_hooks", None)
+        else:
+            final = Status.SUCCEEDED if error is None else status_for(error)
+        entered = run.extras.pop("_hooks", None) if run.extras else None
         if entered:
             for hook, token in reversed(entered):  # type: ignore[call-overload]
                 try:
@@ -213,8 +258,10 @@ class Hub:
             except Exception as exc:  # a broken __str__ must not reach the job
                 etype, emessage, etb = type(error).__name__, "<unprintable error>", None
                 self.report_error("hub", exc)
-        finished = finished_at or datetime.now(UTC)
-        if finished_at is not None:
+        if finished_at is None:
+            finished = datetime.now(UTC)
+        else:
+            finished = finished_at
             duration = max(0.0, (finished - run.started_at).total_seconds())
         record = _new_execution(
             (
@@ -226,7 +273,7 @@ class Hub:
                 run.started_at,
                 finished,
                 duration,
-                run.lateness_s,
+                (run.started_at - run.scheduled_at).total_seconds(),
                 etype,
                 emessage,
                 etb,
@@ -246,6 +293,11 @@ class Hub:
         if not execution.instance:
             execution = execution.evolve(instance=self.instance)
         self._publish(execution)
+
+    @property
+    def wants_jobs(self) -> bool:
+        """Whether any sink receives :class:`JobState` changes (else they need not be built)."""
+        return bool(self._job_workers)
 
     def job_changed(self, state: JobState) -> None:
         """Publish what changed about a job (added, modified, paused, removed...).
@@ -340,8 +392,10 @@ class Hub:
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every sink has handled and flushed what was published so far."""
+        """Publish every live run as ``running``, then wait until every sink has handled
+        and flushed what was published so far."""
         deadline = time.monotonic() + timeout
+        self.announce(0.0)
         ok = True
         for worker in self._workers:
             remaining = max(0.0, deadline - time.monotonic())
@@ -352,12 +406,35 @@ class Hub:
         """Record runs still in progress as ``interrupted``, flush every sink and stop."""
         if self._closed:
             return
+        self._stop.set()
         for run in self.live_runs():
             self.close_run(run, status=Status.INTERRUPTED)
         self._closed = True
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
+
+    def announce(self, after: float | None = None) -> int:
+        """Publish as ``running`` every live run in progress for ``after`` seconds or more
+        (default ``announce_after``) that was not published yet. Returns how many."""
+        after = self.announce_after if after is None else after
+        now = time.perf_counter()
+        count = 0
+        with self._lock:
+            for run in list(self._live.values()):
+                if not run.announced and now - run._t0 >= after:
+                    run.announced = True
+                    self._publish(run.snapshot())
+                    count += 1
+        return count
+
+    def _announce_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._live:
+                try:
+                    self.announce()
+                except Exception as exc:  # keep announcing whatever happens
+                    self.report_error("hub", exc)
 
     def report_error(self, sink: str, exc: BaseException) -> None:
         """Count an exception raised by a sink or hook; log it (at most once a minute per sink)."""

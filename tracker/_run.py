@@ -21,6 +21,7 @@ class Run:
 
     __slots__ = (
         "_t0",
+        "announced",
         "extras",
         "forced_status",
         "instance",
@@ -34,12 +35,12 @@ class Run:
         "span_id",
         "started_at",
         "tags",
+        "token",
         "trace_id",
     )
 
     def __init__(
         self,
-        *,
         run_id: str,
         job_id: str,
         job_name: str,
@@ -52,11 +53,11 @@ class Run:
         started_at: datetime | None = None,
     ) -> None:
         self._t0 = time.perf_counter()
-        self.started_at = started_at or datetime.now(UTC)
+        self.started_at = started_at = started_at or datetime.now(UTC)
         self.run_id = run_id
         self.job_id = job_id
         self.job_name = job_name
-        self.scheduled_at = scheduled_at or self.started_at
+        self.scheduled_at = scheduled_at or started_at
         self.instance = instance
         self.origin = origin
         self.tags = tags or _EMPTY_TAGS
@@ -66,6 +67,10 @@ class Run:
         self.span_id: str | None = None
         self.forced_status: Status | None = None
         self.extras: dict[str, object] = {}
+        self.announced = False
+        """Whether its ``running`` record was published (runs that end quickly never are)."""
+        self.token: object = None
+        """The in-run integration's own handle (the ``current_run`` context token)."""
 
     @property
     def lateness_s(self) -> float:

@@ -146,9 +146,12 @@ class LogContextHook:
 # -- lifecycle events ------------------------------------------------------------------
 
 
-def lifecycle_event(record: Execution) -> tuple[str, str, dict[str, Any]]:
-    """(event name, level, fields) of the log event for one record."""
-    status = record.status
+def lifecycle_event(record: Execution, *, started: bool = False) -> tuple[str, str, dict[str, Any]]:
+    """(event name, level, fields) of the log event for one record.
+
+    With ``started``, the ``job_started`` event of a finished record's run.
+    """
+    status = Status.RUNNING if started else record.status
     name, level = EVENTS[status]
     fields: dict[str, Any] = {
         "job_id": record.job_id,
@@ -163,6 +166,8 @@ def lifecycle_event(record: Execution) -> tuple[str, str, dict[str, Any]]:
     if record.lateness_s is not None:
         fields["lateness_s"] = round(record.lateness_s, 6)
     fields["origin"] = record.origin.value
+    if started:
+        return name, level, fields
     if record.coalesced:
         fields["coalesced"] = record.coalesced
     if record.error_type is not None:
@@ -177,43 +182,70 @@ def lifecycle_event(record: Execution) -> tuple[str, str, dict[str, Any]]:
     return name, level, fields
 
 
+_ANNOUNCED_KEPT = 100_000
+
+
 class LifecycleLogSink(BaseSink):
     """One structlog event per lifecycle change of every run, written off the job's path.
 
     Events go through the structlog configuration in place. Under the JSON pipeline of
     :func:`configure_logging` they take a shortcut with the same output: rendered here
     and written once per batch (their ``timestamp`` is when the change happened).
+
+    The hub publishes a short run only when it ends; its ``job_started`` event is then
+    written from the finished record, just before the final event, with the run's true
+    start as its timestamp.
     """
 
     name = "logs"
 
     def __init__(self, logger_name: str = "tracker.runs") -> None:
         self.logger_name = logger_name
+        self._announced: dict[str, None] = {}  # runs whose job_started was written
+
+    def _changes(self, events: Sequence[TrackerEvent]) -> list[tuple[Execution, bool]]:
+        """(record, is a synthesised job_started) for each event to write, in order."""
+        changes: list[tuple[Execution, bool]] = []
+        announced = self._announced
+        for event in events:
+            if type(event) is Execution:
+                if event.status is Status.RUNNING:
+                    if event.run_id in announced:
+                        continue
+                    announced[event.run_id] = None
+                    if len(announced) > _ANNOUNCED_KEPT:
+                        del announced[next(iter(announced))]
+                elif event.started_at is not None:
+                    if event.run_id in announced:
+                        del announced[event.run_id]
+                    else:
+                        changes.append((event, True))
+                changes.append((event, False))
+            elif type(event) is JobState:
+                _job_errors.attach_filter()  # executors of newly seen schedulers
+        return changes
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
+        changes = self._changes(events)
+        if not changes:
+            return
         pipeline = _active_pipeline()
         if pipeline is not None and pipeline.json:
             lines = []
-            for event in events:
-                if type(event) is Execution:
-                    name, level, fields = lifecycle_event(event)
-                    if _LEVELS[level] >= pipeline.level:
-                        fields["event"] = name
-                        fields["level"] = level
-                        fields["timestamp"] = _timestamp(event)
-                        lines.append(_ENCODER.encode(fields))
-                elif type(event) is JobState:
-                    _job_errors.attach_filter()  # executors of newly seen schedulers
+            for record, started in changes:
+                name, level, fields = lifecycle_event(record, started=started)
+                if _LEVELS[level] >= pipeline.level:
+                    fields["event"] = name
+                    fields["level"] = level
+                    fields["timestamp"] = _timestamp(record, started)
+                    lines.append(_ENCODER.encode(fields))
             if lines:
                 pipeline.write("\n".join(lines))
             return
         log = structlog.get_logger(self.logger_name).bind()
-        for event in events:
-            if type(event) is Execution:
-                name, level, fields = lifecycle_event(event)
-                getattr(log, level)(name, **fields)
-            elif type(event) is JobState:
-                _job_errors.attach_filter()
+        for record, started in changes:
+            name, level, fields = lifecycle_event(record, started=started)
+            getattr(log, level)(name, **fields)
 
 
 _LEVELS = {
@@ -224,9 +256,10 @@ _LEVELS = {
 }
 
 
-def _timestamp(record: Execution) -> str:
+def _timestamp(record: Execution, started: bool = False) -> str:
     """When the change happened, as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes."""
-    moment = record.finished_at if record.status is not Status.RUNNING else record.started_at
+    running = started or record.status is Status.RUNNING
+    moment = record.started_at if running else record.finished_at
     text = (moment or record.scheduled_at).isoformat()
     if text.endswith("+00:00"):  # records are UTC: the common case, cheaply
         return text[:-6] + "Z"

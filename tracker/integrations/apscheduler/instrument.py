@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +82,18 @@ class SchedulerInstrumentation:
         self._manual: OrderedDict[str, str] = OrderedDict()
         self._missed: OrderedDict[tuple[str, datetime], None] = OrderedDict()
         self._carried: dict[str, dict[str, object]] = {}
+        self._handlers: dict[int, Callable[[Any], None]] = {
+            EVENT_JOB_SUBMITTED: self._on_submitted,
+            EVENT_JOB_EXECUTED: self._on_finished,
+            EVENT_JOB_ERROR: self._on_finished,
+            EVENT_JOB_MISSED: self._on_missed,
+            EVENT_JOB_MAX_INSTANCES: self._on_max_instances,
+            EVENT_JOB_ADDED: self._on_changed,
+            EVENT_JOB_MODIFIED: self._on_changed,
+            EVENT_JOB_REMOVED: self._on_removed,
+            EVENT_ALL_JOBS_REMOVED: self._on_all_removed,
+            EVENT_SCHEDULER_STARTED: self._on_started,
+        }
         _context.add_resolver(resolve_apscheduler)
         instrumented[id(scheduler)] = self
         scheduler.add_listener(self._on_event, MASK)
@@ -165,7 +178,7 @@ class SchedulerInstrumentation:
         with self._lock:
             known = self.registry.put(KnownJob.from_job(job))
             known.expected_next = known.next_run_at if known.next_run_at else known.expected_next
-        if self.manual_origin(known.job_id) is None:
+        if self.hub.wants_jobs and self.manual_origin(known.job_id) is None:
             self.hub.job_changed(known.state())
         return known
 
@@ -181,7 +194,7 @@ class SchedulerInstrumentation:
     def _forget(self, job_id: str) -> None:
         with self._lock:
             known = self.registry.remove(job_id)
-        if known is not None and self.manual_origin(job_id) is None:
+        if known is not None and self.hub.wants_jobs and self.manual_origin(job_id) is None:
             self.hub.job_changed(known.state(removed=True))
 
     def _known(self, job_id: str) -> KnownJob | None:
@@ -192,72 +205,76 @@ class SchedulerInstrumentation:
         return known
 
     def _records_in_run(self, known: KnownJob | None) -> bool:
-        if known is None or not known.tracked:
+        if known is None:
             return False
-        executor = self.scheduler._executors.get(known.executor)
-        return not isinstance(executor, ProcessPoolExecutor)
+        in_run = known.in_run
+        if in_run is None:
+            executor = self.scheduler._executors.get(known.executor)
+            in_run = known.in_run = known.tracked and not isinstance(executor, ProcessPoolExecutor)
+        return in_run
 
     # -- events ----------------------------------------------------------------------
 
     def _on_event(self, event: SchedulerEvent) -> None:
+        handler = self._handlers.get(event.code)
+        if handler is None:
+            return
         try:
-            self._dispatch(event)
+            handler(event)
         except Exception as exc:  # never break the scheduler's event loop
             self.hub.report_error("apscheduler", exc)
 
-    def _dispatch(self, event: SchedulerEvent) -> None:
-        code = event.code
-        if code == EVENT_JOB_SUBMITTED:
-            assert isinstance(event, JobSubmissionEvent)
-            self._on_submitted(event)
-        elif code in (EVENT_JOB_EXECUTED, EVENT_JOB_ERROR):
-            assert isinstance(event, JobExecutionEvent)
-            known = self._known(event.job_id)
-            if not self._records_in_run(known):
-                job_id, origin = self._identity(event.job_id)
-                self.hub.event_finished(
-                    (event.job_id, event.scheduled_run_time),
-                    job_id=job_id,
-                    origin=origin,
-                    job_name=known.name if known else event.job_id,
-                    scheduled_at=event.scheduled_run_time.astimezone(UTC),
-                    error=event.exception,
-                    traceback=event.traceback,
-                    tags=known.tags if known else None,
-                )
-        elif code == EVENT_JOB_MISSED:
-            assert isinstance(event, JobExecutionEvent)
-            if self.claim_missed(event.job_id, event.scheduled_run_time):
-                self._record(
-                    event.job_id,
-                    Status.MISSED,
-                    event.scheduled_run_time,
-                    message=(
-                        "The fire time passed beyond the job's misfire_grace_time before it ran."
-                    ),
-                )
-        elif code == EVENT_JOB_MAX_INSTANCES:
-            assert isinstance(event, JobSubmissionEvent)
-            known = self._known(event.job_id)
-            for run_time in event.scheduled_run_times:
-                self._record(
-                    event.job_id,
-                    Status.SKIPPED,
-                    run_time,
-                    message=("Not started: the job's max_instances runs were still in progress."),
-                )
-            self._advance(known, event.scheduled_run_times)
-        elif code in (EVENT_JOB_ADDED, EVENT_JOB_MODIFIED):
-            assert isinstance(event, JobEvent)
-            self._refresh(event.job_id, event.jobstore)
-        elif code == EVENT_JOB_REMOVED:
-            assert isinstance(event, JobEvent)
-            self._forget(event.job_id)
-        elif code == EVENT_ALL_JOBS_REMOVED:
-            for job_id in list(self.registry.jobs):
-                self._forget(job_id)
-        elif code == EVENT_SCHEDULER_STARTED:
-            self.scan()
+    def _on_finished(self, event: JobExecutionEvent) -> None:
+        known = self.registry.jobs.get(event.job_id)
+        if known is not None and known.in_run:  # recorded from inside the run
+            return
+        known = self._known(event.job_id)
+        if self._records_in_run(known):
+            return
+        job_id, origin = self._identity(event.job_id)
+        self.hub.event_finished(
+            (event.job_id, event.scheduled_run_time),
+            job_id=job_id,
+            origin=origin,
+            job_name=known.name if known else event.job_id,
+            scheduled_at=event.scheduled_run_time.astimezone(UTC),
+            error=event.exception,
+            traceback=event.traceback,
+            tags=known.tags if known else None,
+        )
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        if self.claim_missed(event.job_id, event.scheduled_run_time):
+            self._record(
+                event.job_id,
+                Status.MISSED,
+                event.scheduled_run_time,
+                message="The fire time passed beyond the job's misfire_grace_time before it ran.",
+            )
+
+    def _on_max_instances(self, event: JobSubmissionEvent) -> None:
+        known = self._known(event.job_id)
+        for run_time in event.scheduled_run_times:
+            self._record(
+                event.job_id,
+                Status.SKIPPED,
+                run_time,
+                message="Not started: the job's max_instances runs were still in progress.",
+            )
+        self._advance(known, event.scheduled_run_times)
+
+    def _on_changed(self, event: JobEvent) -> None:
+        self._refresh(event.job_id, event.jobstore)
+
+    def _on_removed(self, event: JobEvent) -> None:
+        self._forget(event.job_id)
+
+    def _on_all_removed(self, event: SchedulerEvent) -> None:
+        for job_id in list(self.registry.jobs):
+            self._forget(job_id)
+
+    def _on_started(self, event: SchedulerEvent) -> None:
+        self.scan()
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         known = self._known(event.job_id)
@@ -295,7 +312,7 @@ class SchedulerInstrumentation:
         known.next_run_at = nxt
         # A one-shot job is removed (and announced) before its submission is: don't
         # bring it back to life as a paused job.
-        if changed and self.registry.jobs.get(known.job_id) is known:
+        if changed and self.hub.wants_jobs and self.registry.jobs.get(known.job_id) is known:
             self.hub.job_changed(known.state())
 
     def _count_coalesced(self, known: KnownJob, first_run_time: datetime) -> None:

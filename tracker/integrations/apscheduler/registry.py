@@ -35,6 +35,9 @@ class KnownJob:
     trigger_text: str = ""
     misfire_grace_time: float | None = None
     """Seconds APScheduler still runs a late fire time (``None``: however late)."""
+    in_run: bool | None = None
+    """Whether its runs are recorded from inside the run (decorated, and not in another
+    process); ``None`` until the integration has looked at its executor."""
 
     @classmethod
     def from_job(cls, job: Any) -> KnownJob:

@@ -81,12 +81,13 @@ COLUMNS: tuple[str, ...] = (
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
-    """SQLAlchemy's SQLite DATETIME storage format, in UTC."""
+    """SQLAlchemy's SQLite DATETIME storage format (``YYYY-MM-DD HH:MM:SS.ffffff``), in UTC."""
     if value is None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # "2026-11-23 10:00:00.123456+00:00"[:26]: a third cheaper than replace(tzinfo=None).
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -95,34 +96,59 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def _tags(tags: Mapping[str, str]) -> str | None:
+    return json.dumps(dict(tags)) if tags else None
+
+
 def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
     """A function turning a record into a parameter tuple (in :data:`COLUMNS` order) for the driver.
 
     The write path hands these straight to the DB-API driver: SQLAlchemy's per-parameter
     processing cost ~25 µs a row, three times the insert itself (``bench/ingest.py``).
+    ``status`` and ``origin`` are ``StrEnum`` members, which both drivers bind as text.
     """
     when = _sqlite_time if dialect == "sqlite" else _utc
 
     def make(e: Execution) -> tuple[Any, ...]:
+        (
+            run_id,
+            job_id,
+            job_name,
+            status,
+            scheduled_at,
+            started_at,
+            finished_at,
+            duration_s,
+            lateness_s,
+            error_type,
+            error_message,
+            traceback,
+            instance,
+            origin,
+            coalesced,
+            trace_id,
+            span_id,
+            tags,
+        ) = e
         return (
-            e.run_id,
-            e.job_id,
-            e.job_name,
-            e.status.value,
-            when(e.scheduled_at),
-            when(e.started_at),
-            when(e.finished_at),
-            e.duration_s,
-            e.lateness_s,
-            e.error_type,
-            e.error_message,
-            e.traceback,
-            e.instance,
-            e.origin.value,
-            e.coalesced,
-            e.trace_id,
-            e.span_id,
-            json.dumps(dict(e.tags)) if e.tags else None,
+            run_id,
+            job_id,
+            job_name,
+            str(status),
+            when(scheduled_at),
+            None if started_at is None else when(started_at),
+            None if finished_at is None else when(finished_at),
+            duration_s,
+            lateness_s,
+            error_type,
+            error_message,
+            traceback,
+            instance,
+            str(origin),
+            coalesced,
+            trace_id,
+            span_id,
+            _tags(tags) if tags else None,
         )
 
     return make

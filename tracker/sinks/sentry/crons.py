@@ -1,9 +1,11 @@
 """Sentry Crons: a check-in per scheduled run, the monitor's schedule from the job's trigger.
 
 :class:`SentryCronsSink` runs on its own thread, off the job's path: for every scheduled
-run of every job (decorated or not) it sends an ``in_progress`` check-in when the run
-starts and ``ok`` or ``error`` when it ends, with the run id as the check-in id and a
-``monitor_config`` upserting the monitor (slug from the job id). Manual and direct runs,
+run of every job (decorated or not) it sends ``ok`` or ``error`` when the run ends, with
+its duration, the run id as the check-in id and a ``monitor_config`` upserting the monitor
+(slug from the job id). A run still in progress after the hub's announce interval (50 ms
+by default) sends ``in_progress`` first, so Sentry can time it; a shorter one sends just
+the final check-in, which Sentry accepts on its own. Manual and direct runs,
 missed and skipped fire times send nothing: Sentry itself notices a missed check-in.
 
 :func:`monitor_config` turns an APScheduler 3 ``CronTrigger`` or ``IntervalTrigger`` into
