@@ -1,7 +1,7 @@
 """Durable ingest: runs per second through the tracker into SQLite and PostgreSQL.
 
-Each run is a direct call of a @tracked_job function (running + finished records
-through the hub to the database sink's background writer); the clock stops when
+Each run is a direct call of a @tracked_job function (one finished record, since the
+runs are short, through the hub to the database sink's background writer); the clock stops when
 ``flush()`` reports everything durable, and the rows are counted afterwards.
 
     python bench/ingest.py [--runs 200000] [--postgres URL]
