@@ -148,3 +148,27 @@ def test_sqlite_runs_in_wal_mode(sqlite_url) -> None:
     engine.dispose()
     plain = create_engine(sqlite_url)
     plain.dispose()
+
+
+def test_a_large_batch_is_written_whole_and_never_regresses(tracker) -> None:
+    """One flush of more rows than one statement holds writes every row once; a stale
+    ``running`` state sent after a run finished never overwrites it."""
+    now = datetime.now(UTC)
+    records = [
+        _record(f"bulk-{i % 7}", now - timedelta(seconds=i), Status.RUNNING) for i in range(1300)
+    ]
+    for record in records:
+        tracker.hub.record(record)
+    assert tracker.flush()
+    finished = [
+        r.evolve(status=Status.FAILED if i % 3 else Status.SUCCEEDED, finished_at=now)
+        for i, r in enumerate(records)
+    ]
+    for record in finished:
+        tracker.hub.record(record)
+    assert tracker.flush()
+    for record in records[:700]:  # e.g. retried after a failed write: older than what is stored
+        tracker.hub.record(record)
+    assert tracker.flush()
+    rows = {r.run_id: r.status for r in tracker.executions(limit=5000)}
+    assert rows == {r.run_id: r.status for r in finished}
