@@ -190,6 +190,9 @@ def test_postgres_outage_loses_nothing(postgres_database) -> None:
     tracker = Tracker(url, settings=TrackerSettings(flush_interval=0.02))
     try:
         _run_through_outage(tracker, lambda: set_allowed(False), lambda: set_allowed(True))
+        # Seen as an outage and retried, not as the sink breaking.
+        assert tracker.database.last_error is not None
+        assert tracker.stats().sink_errors.get("database", 0) == 0
     finally:
         tracker.close()
 
