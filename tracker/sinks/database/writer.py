@@ -315,10 +315,11 @@ _STAGING = "tracker_staging_executions"
 def _write_postgresql_copy(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """Upsert ``rows`` through ``COPY`` into a temporary table, then one ``INSERT … SELECT``.
 
-    psycopg's pipelined ``executemany`` wrote ~20k rows/s here, and the writer could not
-    keep up with the jobs; ``COPY`` plus one set-based upsert writes more than twice as
-    many (``bench/ingest.py``). The temporary table lives as long as the pooled
-    connection and is emptied at each commit.
+    With psycopg's pipelined ``executemany`` the writer could not keep up with the jobs:
+    ~15k durable runs/s in ``bench/ingest.py``, against 20-22k this way in the same
+    conditions. The temporary table lives as long as the pooled connection and is emptied
+    at each commit. Driver errors are wrapped as SQLAlchemy's (so an outage is retried
+    like any other) and a broken connection is invalidated, never pooled again.
     """
     driver: Any = conn.connection.driver_connection
     columns = ", ".join(COLUMNS)
