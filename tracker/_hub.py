@@ -163,6 +163,33 @@ class Hub:
         ``extras`` (what the integration carried from where the run was requested) is put
         in ``run.extras`` before the hooks are entered.
         """
+        return self.begin(
+            job_id,
+            job_name,
+            scheduled_at,
+            origin,
+            tags,
+            max_runtime,
+            extras,
+            key,
+            started_at,
+            hooks,
+        )
+
+    def begin(
+        self,
+        job_id: str,
+        job_name: str,
+        scheduled_at: datetime | None,
+        origin: Origin,
+        tags: Mapping[str, str] | None,
+        max_runtime: float | None,
+        extras: Mapping[str, object] | None,
+        key: Hashable | None = None,
+        started_at: datetime | None = None,
+        hooks: bool = True,
+    ) -> Run:
+        """:meth:`open_run` with positional arguments: the lean call for the run's own path."""
         run = Run(
             new_run_id(),
             job_id,
@@ -182,27 +209,6 @@ class Hub:
         self._live[run.run_id] = run  # dict operations are atomic: no lock needed to add
         if key is not None:
             self._by_key[key] = run
-        return run
-
-    def begin(
-        self,
-        job_id: str,
-        job_name: str,
-        scheduled_at: datetime | None,
-        origin: Origin,
-        tags: Mapping[str, str] | None,
-        max_runtime: float | None,
-        extras: Mapping[str, object] | None,
-    ) -> Run:
-        """:meth:`open_run` for code on the run's own path (hooks entered): positional, lean."""
-        run = Run(
-            new_run_id(), job_id, job_name, scheduled_at, self.instance, origin, tags, max_runtime
-        )
-        if extras:
-            run.extras.update(extras)
-        if self._hooks:
-            self._enter_hooks(run)
-        self._live[run.run_id] = run
         return run
 
     def _enter_hooks(self, run: Run) -> None:

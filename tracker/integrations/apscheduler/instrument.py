@@ -225,11 +225,8 @@ class SchedulerInstrumentation:
             self.hub.report_error("apscheduler", exc)
 
     def _on_finished(self, event: JobExecutionEvent) -> None:
-        known = self.registry.jobs.get(event.job_id)
-        if known is not None and known.in_run:  # recorded from inside the run
-            return
         known = self._known(event.job_id)
-        if self._records_in_run(known):
+        if self._records_in_run(known):  # recorded from inside the run
             return
         job_id, origin = self._identity(event.job_id)
         self.hub.event_finished(

@@ -96,10 +96,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _tags(tags: Mapping[str, str]) -> str | None:
-    return json.dumps(dict(tags)) if tags else None
-
-
 def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
     """A function turning a record into a parameter tuple (in :data:`COLUMNS` order) for the driver.
 
@@ -136,8 +132,8 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
             job_name,
             str(status),
             when(scheduled_at),
-            None if started_at is None else when(started_at),
-            None if finished_at is None else when(finished_at),
+            when(started_at),
+            when(finished_at),
             duration_s,
             lateness_s,
             error_type,
@@ -148,7 +144,7 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
             coalesced,
             trace_id,
             span_id,
-            _tags(tags) if tags else None,
+            json.dumps(dict(tags)) if tags else None,
         )
 
     return make

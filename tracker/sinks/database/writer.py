@@ -271,20 +271,24 @@ class DatabaseSink(BaseSink):
             )
 
 
-def upsert_statement(dialect: str) -> str:
-    """``INSERT … ON CONFLICT (run_id) DO UPDATE … WHERE status = 'running'`` for the driver.
+_ON_CONFLICT = (
+    "ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
+    + f" WHERE {executions.name}.status = '{Status.RUNNING.value}'"
+)
+"""A finished state replaces a ``running`` one; an older ``running`` state never overwrites
+a finished one (records may be retried after a failed write)."""
 
-    A finished state replaces a ``running`` one; an older ``running`` state never
-    overwrites a finished one (records may be retried after a failed write).
-    """
+
+@functools.cache
+def upsert_statement(dialect: str, rows: int = 1) -> str:
+    """``INSERT … VALUES`` (``rows`` rows) ``… ON CONFLICT (run_id) DO UPDATE … WHERE status =
+    'running'`` with the driver's parameter marks."""
     mark = "?" if dialect == "sqlite" else "%s"
-    table = executions.name
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
+    values = f"({', '.join([mark] * len(COLUMNS))})"
     return (
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
-        f"VALUES ({', '.join([mark] * len(COLUMNS))}) "
-        f"ON CONFLICT (run_id) DO UPDATE SET {updates} "
-        f"WHERE {table}.status = '{Status.RUNNING.value}'"
+        f"INSERT INTO {executions.name} ({', '.join(COLUMNS)}) "
+        f"VALUES {', '.join([values] * rows)} {_ON_CONFLICT}"
     )
 
 
@@ -305,11 +309,15 @@ def _write_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         while size > total - start:
             size //= 2
         chunk = rows[start : start + size]
-        conn.exec_driver_sql(_sqlite_upsert(size), tuple(chain.from_iterable(chunk)))
+        conn.exec_driver_sql(upsert_statement("sqlite", size), tuple(chain.from_iterable(chunk)))
         start += size
 
 
 _STAGING = "tracker_staging_executions"
+_COPY_UPSERT = (
+    f"INSERT INTO {executions.name} ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join(COLUMNS)} FROM {_STAGING} {_ON_CONFLICT}"
+)
 
 
 def _write_postgresql_copy(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -322,49 +330,27 @@ def _write_postgresql_copy(conn: Connection, rows: list[tuple[Any, ...]]) -> Non
     like any other) and a broken connection is invalidated, never pooled again.
     """
     driver: Any = conn.connection.driver_connection
-    columns = ", ".join(COLUMNS)
-    dbapi = conn.dialect.dbapi
+    dbapi_error: Any = conn.dialect.dbapi.Error  # type: ignore[union-attr]
     try:
         with driver.cursor() as cursor:
             cursor.execute(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} "
                 f"(LIKE {executions.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
-            with cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {_STAGING} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
-            cursor.execute(_copy_upsert())
-    except dbapi.Error as exc:  # type: ignore[union-attr]
+            cursor.execute(_COPY_UPSERT)
+    except dbapi_error as exc:
         # Straight from the driver: wrap it as SQLAlchemy would, and never give a broken
         # connection back to the pool.
         broken = bool(getattr(driver, "broken", False) or getattr(driver, "closed", False))
         if broken:
             conn.invalidate()
         raise DBAPIError.instance(
-            "COPY", None, exc, dbapi.Error, connection_invalidated=broken  # type: ignore[union-attr]
+            "COPY", None, exc, dbapi_error, connection_invalidated=broken
         ) from exc
-
-
-@functools.cache
-def _copy_upsert() -> str:
-    table = executions.name
-    columns = ", ".join(COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
-    return (
-        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "
-        f"ON CONFLICT (run_id) DO UPDATE SET {updates} "
-        f"WHERE {table}.status = '{Status.RUNNING.value}'"
-    )
-
-
-@functools.cache
-def _sqlite_upsert(rows: int) -> str:
-    """The upsert of :func:`upsert_statement` for SQLite, with ``rows`` rows of values."""
-    single = upsert_statement("sqlite")
-    head, _, tail = single.partition(" VALUES ")
-    one, _, conflict = tail.partition(" ON CONFLICT ")
-    return f"{head} VALUES {', '.join([one] * rows)} ON CONFLICT {conflict}"
 
 
 def _pid_alive(pid: int) -> bool:
