@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 import support
 
 from tracker import BaseSink, Execution, Status, TrackerEvent
@@ -161,17 +162,22 @@ def test_flush_publishes_live_runs_as_running() -> None:
     hub.close()
 
 
-def test_running_never_follows_the_final_record() -> None:
-    """Runs closing while the announcer publishes them: ``running``, when sent, comes first."""
+@pytest.mark.parametrize("closing", ["close_run", "finish"])
+def test_running_never_follows_the_final_record(closing: str) -> None:
+    """Runs ending while the announcer publishes them: ``running``, when sent, comes first
+    (whether the record is built on the closing thread or queued for the hub's)."""
     sink = Collect()
     hub = Hub([sink], interval=0.0005, announce_after=0.0)
+    close = getattr(hub, closing)
     runs = []
-    for _ in range(3000):
+    for i in range(3000):
         runs.append(hub.open_run(job_id="j", job_name="j", scheduled_at=NOW))
-        if len(runs) > 3:
-            hub.close_run(runs.pop(0))
+        if len(runs) > 20:
+            close(runs.pop(0))
+        if i % 50 == 0:
+            time.sleep(0.0005)  # let the announcer in
     for run in runs:
-        hub.close_run(run)
+        close(run)
     assert hub.flush()
     seen: dict[str, list[Status]] = {}
     for record in sink.records():
@@ -194,6 +200,63 @@ def test_close_interrupts_runs_still_in_progress() -> None:
     final = [r for r in sink.records() if r.is_finished]
     assert [(r.run_id, r.status) for r in final] == [(run.run_id, Status.INTERRUPTED)]
     assert hub.close_run(run) is None  # the job returning later changes nothing
+
+
+def test_finished_runs_reach_sinks_without_a_flush() -> None:
+    """A run ended with ``finish()`` (the job's own path) is published by the hub's thread,
+    within about one interval, with the status its error gives."""
+    sink = Collect()
+    hub = Hub([sink], interval=0.01, announce_after=60.0)
+    ok = hub.open_run(job_id="ok", job_name="ok", scheduled_at=NOW)
+    bad = hub.open_run(job_id="bad", job_name="bad", scheduled_at=NOW)
+    hub.finish(ok)
+    hub.finish(bad, ValueError("boom"))
+    records = support.wait_for(lambda: len(sink.records()) == 2 and sink.records())
+    assert {(r.job_id, r.status, r.error_type) for r in records} == {
+        ("ok", Status.SUCCEEDED, None),
+        ("bad", Status.FAILED, "ValueError"),
+    }
+    assert hub.stats().pending == 0 and hub.stats().live_runs == 0
+    hub.close()
+
+
+def test_a_run_finished_after_close_is_not_recorded_twice() -> None:
+    """``close()`` records a live run as interrupted; the job returning afterwards adds nothing."""
+    sink = Collect()
+    hub = Hub([sink], interval=0.01)
+    run = hub.open_run(job_id="j", job_name="j", scheduled_at=NOW)
+    hub.close()
+    hub.finish(run)
+    assert [r.status for r in sink.records()] == [Status.INTERRUPTED]
+
+
+def test_run_ids_sort_by_start_time() -> None:
+    """Run ids are made lazily, from the run's start: they sort in start order whatever the
+    order they are asked for in."""
+    hub = Hub([], interval=0.01)
+    runs = []
+    for _ in range(3):
+        runs.append(hub.open_run(job_id="j", job_name="j", scheduled_at=None))
+        time.sleep(0.002)
+    ids = [run.run_id for run in reversed(runs)]
+    assert sorted(ids) == ids[::-1]
+    assert len(set(ids)) == 3
+    assert [run.run_id for run in runs] == ids[::-1]  # made once, kept
+    hub.close()
+
+
+def test_a_fire_time_in_another_time_zone_is_recorded_in_utc() -> None:
+    """The scheduler's fire time is kept as given and converted to UTC for the record."""
+    sink = Collect()
+    hub = Hub([sink], interval=0.01)
+    due = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    run = hub.open_run(job_id="j", job_name="j", scheduled_at=due)
+    hub.finish(run)
+    assert hub.flush()
+    (record,) = sink.records()
+    assert record.scheduled_at == due and record.scheduled_at.tzinfo is UTC
+    assert record.scheduled_at.hour == 10
+    hub.close()
 
 
 def test_lateness_and_duration_are_measured() -> None:

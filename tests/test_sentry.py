@@ -350,9 +350,7 @@ def test_crons_check_ins_for_cron_and_interval_jobs(make: Any, sentry: _Sentry) 
             next_run_time=now,
         )
         scheduler.add_job(failing_job, "interval", hours=2, id="sync", next_run_time=now)
-        scheduler.add_job(
-            slow_job, "interval", minutes=5, args=[0.4], id="long", next_run_time=now
-        )
+        scheduler.add_job(slow_job, "interval", minutes=5, args=[0.4], id="long", next_run_time=now)
         (report,) = _finished(tracker, "Reports.Hourly")
         (sync,) = _finished(tracker, "sync")
         (long,) = _finished(tracker, "long")

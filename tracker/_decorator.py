@@ -71,7 +71,7 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
             )
         else:
             hub = dispatch.hub or _context.default_hub()
-            if hub is None or hub.closed:
+            if hub is None or hub._closed:
                 return None
             tags = options.tags
             if dispatch.tags:
@@ -105,7 +105,7 @@ def _end(run: Run, error: BaseException | None) -> None:
     except ValueError:  # reset from another context (generator-style misuse); keep going
         _context._current.set(None)
     try:
-        hub.close_run(run, error=error)
+        hub.finish(run, error)
     except Exception as exc:
         hub.report_error("hub", exc)
 

@@ -68,6 +68,20 @@ class SinkWorker:
             return
         self._queue.append(event)
 
+    def put_many(self, events: list[TrackerEvent]) -> None:
+        """Queue ``events`` and wake the worker; never blocks. Drops (and counts) what
+        does not fit."""
+        if not events:
+            return
+        room = 0 if self._stopping else self.capacity - len(self._queue)
+        if room < len(events):
+            self._on_drop(self.sink.name, len(events) - max(room, 0))
+            if room <= 0:
+                return
+            events = events[:room]
+        self._queue.extend(events)
+        self._wake.set()
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued before this call was handled and the sink flushed."""
         if not self._thread.is_alive():

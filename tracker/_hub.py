@@ -13,21 +13,22 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ._dispatch import SinkWorker
 from ._errors import describe
-from ._ids import new_instance_id, new_run_id
+from ._ids import new_instance_id
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
 
 logger = logging.getLogger("tracker")
 
+_perf_counter = time.perf_counter
 _TOMBSTONES = 10_000
 _LOG_EVERY_S = 60.0
 
@@ -73,10 +74,15 @@ def status_for(error: BaseException | None) -> Status:
 class Hub:
     """Per-run state and fan-out to sinks. Thread-safe.
 
+    The job's own path does as little as it can: :meth:`begin` reads two clocks and
+    registers the run as live; :meth:`finish` reads one clock and queues the run. The
+    hub's thread turns finished runs into records and hands them to the sinks every
+    ``interval`` (and at :meth:`flush`), in batches.
+
     A run is published once when it ends. Its ``running`` record is published only if it
-    is still in progress ``announce_after`` seconds after it started (checked by a
-    background thread every ``interval``), or at :meth:`flush`: most runs are short, and
-    a record nobody would see costs every sink a round of work. Sinks therefore get a
+    is still in progress ``announce_after`` seconds after it started (checked by the
+    hub's thread every ``interval``), or at :meth:`flush`: most runs are short, and a
+    record nobody would see costs every sink a round of work. Sinks therefore get a
     finished record without a ``running`` one before it for short runs; when both come,
     ``running`` always comes first.
     """
@@ -98,7 +104,8 @@ class Hub:
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
         self._hooks: list[RunHook] = []
         self._lock = threading.Lock()
-        self._live: dict[str, Run] = {}
+        self._live: dict[Run, Run] = {}
+        self._finished: deque[tuple[Run, BaseException | None, float, Status | None]] = deque()
         self._by_key: dict[Hashable, Run] = {}
         self._tombstones: OrderedDict[Hashable, None] = OrderedDict()
         self._dropped: dict[str, int] = {}
@@ -106,10 +113,8 @@ class Hub:
         self._last_log: dict[str, float] = {}
         self._closed = False
         self._stop = threading.Event()
-        self._announcer = threading.Thread(
-            target=self._announce_loop, name="tracker-hub-announcer", daemon=True
-        )
-        self._announcer.start()
+        self._thread = threading.Thread(target=self._loop, name="tracker-hub", daemon=True)
+        self._thread.start()
         for sink in sinks:
             self.add_sink(sink)
 
@@ -191,7 +196,7 @@ class Hub:
     ) -> Run:
         """:meth:`open_run` with positional arguments: the lean call for the run's own path."""
         run = Run(
-            new_run_id(),
+            None,
             job_id,
             job_name,
             scheduled_at,
@@ -206,7 +211,7 @@ class Hub:
             run.extras.update(extras)
         if hooks and self._hooks:
             self._enter_hooks(run)
-        self._live[run.run_id] = run  # dict operations are atomic: no lock needed to add
+        self._live[run] = run  # dict operations are atomic: no lock needed to add
         if key is not None:
             self._by_key[key] = run
         return run
@@ -229,18 +234,37 @@ class Hub:
         finished_at: datetime | None = None,
         error_details: tuple[str, str, str] | None = None,
     ) -> Execution | None:
-        """The run ended: exit its hooks and publish its final record.
+        """The run ended: exit its hooks and publish its final record now, on this thread.
 
         The status comes from ``status``, else from the watchdog's ``forced_status``,
         else from ``error``. Returns ``None`` when the run had already been closed
         (for instance as ``interrupted`` when the tracker shut down under it).
+        :meth:`finish` is the lean variant for the job's own path.
         """
-        duration = time.perf_counter() - run._t0
+        duration = _perf_counter() - run._t0
         with self._lock:  # after this, the announcer cannot publish it as running
-            if self._live.pop(run.run_id, None) is None:
+            if self._live.pop(run, None) is None:
                 return None
-        if run.key is not None:
-            self._by_key.pop(run.key, None)
+        final = self._exit_hooks(run, status, error)
+        record = self._final_record(run, final, error, duration, finished_at, error_details)
+        self._publish(record)
+        return record
+
+    def finish(self, run: Run, error: BaseException | None = None) -> None:
+        """The run ended (on the job's own thread): exit its hooks, queue it for the hub's
+        thread, which builds and publishes its record. Does nothing if it was closed already.
+        """
+        duration = _perf_counter() - run._t0
+        if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
+            return
+        final = None
+        if run.extras and "_hooks" in run.extras:  # hooks want the status now
+            final = self._exit_hooks(run, None, error)
+        self._finished.append((run, error, duration, final))
+        if self._closed:  # nobody will drain it: publish now (stopped sinks count it dropped)
+            self._drain()
+
+    def _exit_hooks(self, run: Run, status: Status | None, error: BaseException | None) -> Status:
         if status is not None:
             final = status
         elif run.forced_status is not None:  # the record keeps what happened
@@ -255,6 +279,21 @@ class Hub:
                     hook.exit(run, token, final, error)
                 except Exception as exc:
                     self.report_error(hook.name, exc)
+        return final
+
+    def _final_record(
+        self,
+        run: Run,
+        final: Status | None,
+        error: BaseException | None,
+        duration: float,
+        finished_at: datetime | None = None,
+        error_details: tuple[str, str, str] | None = None,
+    ) -> Execution:
+        if final is None:
+            final = self._exit_hooks(run, None, error)
+        if run.key is not None:
+            self._by_key.pop(run.key, None)
         etype = emessage = etb = None
         if error_details is not None:
             etype, emessage, etb = error_details
@@ -264,22 +303,24 @@ class Hub:
             except Exception as exc:  # a broken __str__ must not reach the job
                 etype, emessage, etb = type(error).__name__, "<unprintable error>", None
                 self.report_error("hub", exc)
-        if finished_at is None:
-            finished = datetime.now(UTC)
+        started = run.started_at
+        scheduled = run.scheduled_at
+        if finished_at is None:  # the monotonic duration, not a second wall-clock reading
+            finished = started + timedelta(seconds=duration)
         else:
             finished = finished_at
-            duration = max(0.0, (finished - run.started_at).total_seconds())
-        record = _new_execution(
+            duration = max(0.0, (finished - started).total_seconds())
+        return _new_execution(
             (
                 run.run_id,
                 run.job_id,
                 run.job_name,
                 final,
-                run.scheduled_at,
-                run.started_at,
+                scheduled,
+                started,
                 finished,
                 duration,
-                (run.started_at - run.scheduled_at).total_seconds(),
+                (started - scheduled).total_seconds(),
                 etype,
                 emessage,
                 etb,
@@ -291,8 +332,6 @@ class Hub:
                 run.tags,
             )
         )
-        self._publish(record)
-        return record
 
     def record(self, execution: Execution) -> None:
         """Publish a record that has no run in progress behind it (``missed``, ``skipped``)."""
@@ -315,8 +354,7 @@ class Hub:
 
     def live_runs(self) -> list[Run]:
         """Runs in progress right now, oldest first."""
-        with self._lock:
-            return list(self._live.values())
+        return list(self._live)
 
     # -- runs known only from scheduler events (any order) -------------------------
 
@@ -390,6 +428,7 @@ class Hub:
         pending = 0
         for worker in self._workers:
             pending += worker.pending + int(getattr(worker.sink, "pending", 0))
+        pending += len(self._finished)
         return HubStats(
             pending=pending,
             dropped=dict(self._dropped),
@@ -398,8 +437,8 @@ class Hub:
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Publish every live run as ``running``, then wait until every sink has handled
-        and flushed what was published so far."""
+        """Publish every finished run, and every live run as ``running``, then wait until
+        every sink has handled and flushed what was published so far."""
         deadline = time.monotonic() + timeout
         self.announce(0.0)
         ok = True
@@ -413,33 +452,59 @@ class Hub:
         if self._closed:
             return
         self._stop.set()
+        self._thread.join(max(0.1, timeout / 4))
+        self._drain()
         for run in self.live_runs():
             self.close_run(run, status=Status.INTERRUPTED)
         self._closed = True
+        self._drain()  # runs that finished while the live ones were being closed
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.stop(max(0.1, deadline - time.monotonic()))
 
     def announce(self, after: float | None = None) -> int:
-        """Publish as ``running`` every live run in progress for ``after`` seconds or more
-        (default ``announce_after``) that was not published yet. Returns how many."""
+        """Publish the runs that finished, then, as ``running``, every live run in progress
+        for ``after`` seconds or more (default ``announce_after``) that was not published
+        yet. Returns how many were announced."""
         after = self.announce_after if after is None else after
-        now = time.perf_counter()
         count = 0
         with self._lock:
-            for run in list(self._live.values()):
+            self._drain_locked()
+            now = _perf_counter()
+            for run in list(self._live):
                 if not run.announced and now - run._t0 >= after:
                     run.announced = True
                     self._publish(run.snapshot())
                     count += 1
         return count
 
-    def _announce_loop(self) -> None:
+    def _drain(self) -> None:
+        with self._lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        """Build and publish the records of the runs :meth:`finish` queued (under ``_lock``:
+        the announcer, holding it too, cannot publish one of them as ``running`` after)."""
+        finished = self._finished
+        if not finished:
+            return
+        popleft = finished.popleft
+        records: list[TrackerEvent] = []
+        while finished:
+            run, error, duration, final = popleft()
+            try:
+                records.append(self._final_record(run, final, error, duration))
+            except Exception as exc:  # one broken run must not stop the others
+                self.report_error("hub", exc)
+        for worker in self._workers:
+            worker.put_many(records)
+
+    def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            if self._live:
+            if self._finished or self._live:
                 try:
                     self.announce()
-                except Exception as exc:  # keep announcing whatever happens
+                except Exception as exc:  # keep going whatever happens
                     self.report_error("hub", exc)
 
     def report_error(self, sink: str, exc: BaseException) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 
+from ._ids import new_run_id
 from ._record import _EMPTY_TAGS, Execution, Origin, Status
 
 _new_execution = Execution._make  # positional construction: the fastest path to a record
+_perf_counter = time.perf_counter
+_time = time.time
+_fromtimestamp = datetime.fromtimestamp
+_id_lock = threading.Lock()
 
 
 class Run:
@@ -20,7 +26,11 @@ class Run:
     """
 
     __slots__ = (
+        "_run_id",
+        "_scheduled_at",
+        "_started_at",
         "_t0",
+        "_wall0",
         "announced",
         "extras",
         "forced_status",
@@ -30,10 +40,7 @@ class Run:
         "key",
         "max_runtime",
         "origin",
-        "run_id",
-        "scheduled_at",
         "span_id",
-        "started_at",
         "tags",
         "token",
         "trace_id",
@@ -41,7 +48,7 @@ class Run:
 
     def __init__(
         self,
-        run_id: str,
+        run_id: str | None,
         job_id: str,
         job_name: str,
         scheduled_at: datetime | None,
@@ -52,12 +59,19 @@ class Run:
         key: Hashable | None = None,
         started_at: datetime | None = None,
     ) -> None:
-        self._t0 = time.perf_counter()
-        self.started_at = started_at = started_at or datetime.now(UTC)
-        self.run_id = run_id
+        # Only clocks are read here, on the job's own path; the id and the datetimes are
+        # made when first asked for (mostly on the hub's thread, after the run ended).
+        self._t0 = _perf_counter()
+        if started_at is None:
+            self._wall0 = _time()
+            self._started_at: datetime | None = None
+        else:
+            self._wall0 = started_at.timestamp()
+            self._started_at = started_at
+        self._run_id = run_id
         self.job_id = job_id
         self.job_name = job_name
-        self.scheduled_at = scheduled_at or started_at
+        self._scheduled_at = scheduled_at
         self.instance = instance
         self.origin = origin
         self.tags = tags or _EMPTY_TAGS
@@ -73,14 +87,45 @@ class Run:
         """The in-run integration's own handle (the ``current_run`` context token)."""
 
     @property
+    def run_id(self) -> str:
+        """The run's UUIDv7, made on first use from its start time (so ids sort by start)."""
+        run_id = self._run_id
+        if run_id is None:
+            with _id_lock:  # the job's thread and the hub's may both ask first
+                run_id = self._run_id
+                if run_id is None:
+                    run_id = self._run_id = new_run_id(int(self._wall0 * 1000))
+        return run_id
+
+    @property
+    def started_at(self) -> datetime:
+        """The true start (wall clock, UTC)."""
+        started = self._started_at
+        if started is None:
+            started = self._started_at = _fromtimestamp(self._wall0, UTC)
+        return started
+
+    @property
+    def scheduled_at(self) -> datetime:
+        """The fire time that was due (UTC); for a direct call, the start."""
+        scheduled = self._scheduled_at
+        if scheduled is None:
+            return self.started_at
+        if scheduled.tzinfo is not UTC:  # as the scheduler gave it: in its own time zone
+            scheduled = self._scheduled_at = scheduled.astimezone(UTC)
+        return scheduled
+
+    @property
     def lateness_s(self) -> float:
         """Seconds between the fire time that was due and the true start."""
+        if self._scheduled_at is None:
+            return 0.0
         return (self.started_at - self.scheduled_at).total_seconds()
 
     @property
     def elapsed_s(self) -> float:
         """Seconds since the run started (monotonic clock)."""
-        return time.perf_counter() - self._t0
+        return _perf_counter() - self._t0
 
     def snapshot(self) -> Execution:
         """The run as a ``running`` record."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.base import run_coroutine_job, run_job
@@ -24,8 +23,13 @@ from ..._record import Origin
 if TYPE_CHECKING:
     from .instrument import SchedulerInstrumentation
 
-_RUN_CODES = frozenset({run_job.__code__, run_coroutine_job.__code__})
+# Compared by identity: hashing a code object (``in`` a set) costs more than the walk.
+_RUN_JOB = run_job.__code__
+_RUN_COROUTINE_JOB = run_coroutine_job.__code__
 _MAX_DEPTH = 12
+_SCHEDULED = Origin.SCHEDULED
+_MANUAL = Origin.MANUAL
+_tuple_new = tuple.__new__
 
 instrumented: dict[int, SchedulerInstrumentation] = {}
 """Instrumentation by ``id(scheduler)``; entries are removed when detached."""
@@ -49,7 +53,8 @@ def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     """The job and fire time ``wrapper`` is being run for by APScheduler, if it is."""
     frame = sys._getframe(2)  # skip tracker._context.resolve
     for _ in range(_MAX_DEPTH):
-        if frame.f_code in _RUN_CODES:
+        code = frame.f_code
+        if code is _RUN_JOB or code is _RUN_COROUTINE_JOB:
             break
         back = frame.f_back
         if back is None:
@@ -65,17 +70,19 @@ def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     func = job.func
     if func is not wrapper and not _calls(func, wrapper):
         return None
+    # ``run_time`` is in the scheduler's time zone: the run converts it to UTC when asked.
     inst = instrumented.get(id(job._scheduler))
-    job_id = job.id
-    origin = Origin.SCHEDULED
-    if inst is not None and inst._manual:
-        original = inst.manual_origin(job_id)
+    if inst is None:
+        return _tuple_new(
+            Dispatch, (None, job.id, job.name, run_time, _SCHEDULED, None, None, None)
+        )
+    if inst._manual:
+        original = inst.manual_origin(job.id)
         if original is not None:
-            if run_time.utcoffset():
-                run_time = run_time.astimezone(UTC)
-            return Dispatch(
-                inst.hub, original, job.name, run_time, Origin.MANUAL, extras=inst.carried(job_id)
+            extras = inst.carried(job.id)
+            return _tuple_new(
+                Dispatch, (inst.hub, original, job.name, run_time, _MANUAL, None, None, extras)
             )
-    if run_time.utcoffset():
-        run_time = run_time.astimezone(UTC)
-    return Dispatch(inst.hub if inst is not None else None, job_id, job.name, run_time, origin)
+    return _tuple_new(
+        Dispatch, (inst.hub, job.id, job.name, run_time, _SCHEDULED, None, None, None)
+    )
