@@ -260,3 +260,31 @@ def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
         scheduler.shutdown()
     last = [s for s in sink.states if s.job_id == "once"][-1]
     assert last.removed and not last.paused
+
+
+def test_undecorated_jobs_added_later_are_recorded(tracker) -> None:
+    """A scheduler whose jobs are all decorated doesn't ask APScheduler for outcome events;
+    undecorated one-shot jobs added while it runs (removed before their run ends) are still
+    recorded with their outcome, and so are the decorated jobs' runs."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(support.failing_job, "interval", seconds=0.05, id="decorated")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="decorated"))
+        now = datetime.now(UTC)
+        scheduler.add_job(support.plain_job, "date", run_date=now, id="plain-once")
+        scheduler.add_job(support.plain_failing_job, "date", run_date=now, id="plain-bad-once")
+        support.wait_for(
+            lambda: (
+                finished(tracker, job_id="plain-once")
+                and finished(tracker, job_id="plain-bad-once")
+            )
+        )
+    finally:
+        scheduler.shutdown(wait=True)
+    assert {r.status for r in finished(tracker, job_id="decorated")} == {Status.FAILED}
+    assert [r.status for r in finished(tracker, job_id="plain-once")] == [Status.SUCCEEDED]
+    (bad,) = finished(tracker, job_id="plain-bad-once")
+    assert bad.status is Status.FAILED and bad.error_type
+    assert all(r.is_finished for r in tracker.executions(limit=1000))

@@ -61,6 +61,10 @@ MASK = (
     | EVENT_JOB_MISSED
     | EVENT_JOB_MAX_INSTANCES
 )
+OUTCOMES = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+"""Needed only for jobs whose runs are recorded from events (not decorated, or run in
+another process): while every known job records its runs from inside, they are not
+asked for, and APScheduler does not call the listener once more per run."""
 _MAX_COUNTED = 100_000
 _MANUAL_KEPT = 1_000
 _MISSED_KEPT = 10_000
@@ -94,6 +98,8 @@ class SchedulerInstrumentation:
             EVENT_ALL_JOBS_REMOVED: self._on_all_removed,
             EVENT_SCHEDULER_STARTED: self._on_started,
         }
+        self._mask = MASK
+        self._needs_outcomes = False  # once a job needs EXECUTED/ERROR, they stay asked for
         _context.add_resolver(resolve_apscheduler)
         instrumented[id(scheduler)] = self
         scheduler.add_listener(self._on_event, MASK)
@@ -173,14 +179,32 @@ class SchedulerInstrumentation:
         """Learn every job of every store (on start, or when attached to a running scheduler)."""
         for job in self.scheduler.get_jobs():
             self._learn(job)
+        if not self._needs_outcomes:
+            self._set_mask(MASK & ~OUTCOMES)
 
     def _learn(self, job: Any) -> KnownJob:
         with self._lock:
             known = self.registry.put(KnownJob.from_job(job))
             known.expected_next = known.next_run_at if known.next_run_at else known.expected_next
+        if not self._needs_outcomes and not self._records_in_run(known):
+            self._needs_outcomes = True
+            self._set_mask(MASK)
         if self.hub.wants_jobs and self.manual_origin(known.job_id) is None:
             self.hub.job_changed(known.state())
         return known
+
+    def _set_mask(self, mask: int) -> None:
+        """Change which events APScheduler sends the listener (in place, under its lock:
+        removing and adding the listener again could lose or double an event)."""
+        if mask == self._mask:
+            return
+        scheduler = self.scheduler
+        with scheduler._listeners_lock:
+            scheduler._listeners = [
+                (callback, mask if callback == self._on_event else old)
+                for callback, old in scheduler._listeners
+            ]
+            self._mask = mask
 
     def _refresh(self, job_id: str, jobstore: str | None) -> None:
         try:
