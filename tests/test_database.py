@@ -90,6 +90,23 @@ def test_timestamps_round_trip_as_aware_utc(tracker) -> None:
     assert row.scheduled_at == due and row.scheduled_at.tzinfo is UTC
 
 
+def test_timestamps_keep_every_microsecond_across_seconds(tracker) -> None:
+    """Times on both sides of second, day and year boundaries, some in other zones, read
+    back exactly (the writer reuses the text of a second it formatted just before)."""
+    from zoneinfo import ZoneInfo
+
+    base = datetime(2026, 12, 31, 23, 59, 59, 999_998, tzinfo=UTC)
+    times = [base + timedelta(microseconds=n) for n in (0, 1, 2, 3, 1_000_002)]
+    times.append(datetime(2027, 1, 1, 1, 0, 0, 0, tzinfo=ZoneInfo("Europe/Paris")))
+    times.append(datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
+    for n, when in enumerate(times):
+        tracker.hub.record(_record(f"t{n}", when))
+    assert tracker.flush()
+    for n, when in enumerate(times):
+        (row,) = tracker.executions(job_id=f"t{n}")
+        assert row.scheduled_at == when and row.scheduled_at.tzinfo is UTC
+
+
 def test_prune_older_than_keeps_recent_and_running(tracker) -> None:
     """prune(older_than=) deletes old finished runs only, in batches, and says how many."""
     now = datetime.now(UTC)

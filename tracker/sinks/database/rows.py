@@ -80,14 +80,27 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+_second: tuple[tuple[int, ...], str] = ((), "")
+"""The last second formatted, with its text: swapped whole, so threads can share it."""
+
+
 def _sqlite_time(value: datetime | None) -> str | None:
-    """SQLAlchemy's SQLite DATETIME storage format (``YYYY-MM-DD HH:MM:SS.ffffff``), in UTC."""
+    """SQLAlchemy's SQLite DATETIME storage format (``YYYY-MM-DD HH:MM:SS.ffffff``), in UTC.
+
+    A row's three times mostly fall in one second, and so do consecutive rows: the text of
+    the second is kept, and only the microseconds are formatted (half the cost of
+    ``isoformat``).
+    """
+    global _second
     if value is None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    # "2026-11-23 10:00:00.123456+00:00"[:26]: a third cheaper than replace(tzinfo=None).
-    return value.isoformat(" ", "microseconds")[:26]
+    key = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+    cached = _second
+    if cached[0] != key:
+        cached = _second = (key, value.isoformat(" ", "seconds")[:19])
+    return f"{cached[1]}.{value.microsecond:06d}"
 
 
 def _utc(value: datetime | None) -> datetime | None:
