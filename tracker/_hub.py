@@ -467,9 +467,10 @@ class Hub:
         for ``after`` seconds or more (default ``announce_after``) that was not published
         yet. Returns how many were announced."""
         after = self.announce_after if after is None else after
+        records = self._take_finished()
         count = 0
         with self._lock:
-            self._drain_locked()
+            self._publish_many(records)
             now = _perf_counter()
             for run in list(self._live):
                 if not run.announced and now - run._t0 >= after:
@@ -479,25 +480,36 @@ class Hub:
         return count
 
     def _drain(self) -> None:
-        with self._lock:
-            self._drain_locked()
+        records = self._take_finished()
+        if records:
+            with self._lock:
+                self._publish_many(records)
 
-    def _drain_locked(self) -> None:
-        """Build and publish the records of the runs :meth:`finish` queued (under ``_lock``:
-        the announcer, holding it too, cannot publish one of them as ``running`` after)."""
+    def _take_finished(self) -> list[TrackerEvent]:
+        """The records of the runs :meth:`finish` queued, built outside ``_lock`` (the event
+        path's ``close_run`` must not wait for a batch). They are published under it: a run
+        announced as ``running`` was still live when the announcer looked, so its final
+        record, queued after that, is published after."""
         finished = self._finished
-        if not finished:
-            return
-        popleft = finished.popleft
         records: list[TrackerEvent] = []
+        if not finished:
+            return records
+        popleft = finished.popleft
         while finished:
-            run, error, duration, final = popleft()
+            try:
+                run, error, duration, final = popleft()
+            except IndexError:  # another thread took the last one
+                break
             try:
                 records.append(self._final_record(run, final, error, duration))
             except Exception as exc:  # one broken run must not stop the others
                 self.report_error("hub", exc)
-        for worker in self._workers:
-            worker.put_many(records)
+        return records
+
+    def _publish_many(self, records: list[TrackerEvent]) -> None:
+        if records:
+            for worker in self._workers:
+                worker.put_many(records)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
