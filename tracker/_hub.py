@@ -492,8 +492,6 @@ class Hub:
         record, queued after that, is published after."""
         finished = self._finished
         records: list[TrackerEvent] = []
-        if not finished:
-            return records
         popleft = finished.popleft
         while finished:
             try:

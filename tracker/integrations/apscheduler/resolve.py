@@ -71,18 +71,15 @@ def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     if func is not wrapper and not _calls(func, wrapper):
         return None
     # ``run_time`` is in the scheduler's time zone: the run converts it to UTC when asked.
+    hub = extras = None
+    job_id = job.id
+    origin = _SCHEDULED
     inst = instrumented.get(id(job._scheduler))
-    if inst is None:
-        return _tuple_new(
-            Dispatch, (None, job.id, job.name, run_time, _SCHEDULED, None, None, None)
-        )
-    if inst._manual:
-        original = inst.manual_origin(job.id)
-        if original is not None:
-            extras = inst.carried(job.id)
-            return _tuple_new(
-                Dispatch, (inst.hub, original, job.name, run_time, _MANUAL, None, None, extras)
-            )
-    return _tuple_new(
-        Dispatch, (inst.hub, job.id, job.name, run_time, _SCHEDULED, None, None, None)
-    )
+    if inst is not None:
+        hub = inst.hub
+        if inst._manual:
+            original = inst.manual_origin(job_id)
+            if original is not None:
+                extras = inst.carried(job_id)
+                job_id, origin = original, _MANUAL
+    return _tuple_new(Dispatch, (hub, job_id, job.name, run_time, origin, None, None, extras))
