@@ -96,15 +96,19 @@ def _background(tracker: Tracker, workers: int = 2) -> BackgroundScheduler:
     return scheduler
 
 
-def _spans(name: str | None = None) -> list[ReadableSpan]:
-    return [s for s in EXPORTER.get_finished_spans() if name is None or s.name == name]
+def _spans(
+    name: str | None = None, exporter: InMemorySpanExporter = EXPORTER
+) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if name is None or s.name == name]
 
 
-def _run_once(tracker: Tracker, func: Any, job_id: str = "job") -> ReadableSpan:
+def _run_once(
+    tracker: Tracker, func: Any, job_id: str = "job", exporter: InMemorySpanExporter = EXPORTER
+) -> ReadableSpan:
     scheduler = _background(tracker)
     try:
         scheduler.add_job(func, "date", run_date=datetime.now(UTC), id=job_id)
-        span = wait_for(lambda: _spans(func.__name__))[0]  # the run has ended
+        span = wait_for(lambda: _spans(func.__name__, exporter))[0]  # the run has ended
         assert tracker.flush(10)
     finally:
         scheduler.shutdown()
@@ -264,7 +268,7 @@ def test_direct_call_links_to_the_callers_span(traced: Tracker) -> None:
     """Calling a tracked function directly under a span makes a root run span linked to it."""
     with APP.start_as_current_span("caller") as caller:
         traced_job()
-    span = _spans("traced_job")[0]
+    span = wait_for(lambda: _spans("traced_job"))[0]  # built off the job's path, soon after
     assert span.parent is None
     assert (span.attributes or {})["jobtracker.run.origin"] == "direct"
     assert span.links[0].context.span_id == caller.get_span_context().span_id
@@ -281,6 +285,158 @@ def test_undecorated_job_gets_a_span_after_the_fact(traced: Tracker) -> None:
     assert span.start_time is not None
     assert span.end_time is not None
     assert span.start_time <= span.end_time
+
+
+# -- the run's span is built off the job's path ------------------------------------------
+
+
+@tracked_job
+def annotating_job() -> None:
+    """Records on the run's span what jobs commonly record on the current span."""
+    span = trace.get_current_span()
+    span.set_attribute("ledger.rows", 3)
+    span.add_event("checkpoint", {"step": "fetched"})
+    span.set_attributes({"ledger.name": "eu"})
+    with APP.start_as_current_span("child-sync"):
+        pass
+    DONE.set()
+
+
+class _OnStart(SimpleSpanProcessor):
+    """A processor that acts on span start (as vendor processors do): it sees a real span."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        span.set_attribute("seen.on_start", True)
+
+
+def _own_provider(**options: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    provider = TracerProvider(shutdown_on_exit=False, **options)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _tracker(url: str, provider: TracerProvider) -> Tracker:
+    return Tracker(
+        url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        tracing=True,
+        tracer_provider=provider,
+    )
+
+
+def test_what_the_job_records_on_its_run_span_reaches_the_span(traced: Tracker) -> None:
+    """Attributes and events the job sets on the current span land on the run's span, with
+    the time they happened, next to the tracker's own attributes."""
+    span = _run_once(traced, annotating_job)
+    attributes = dict(span.attributes or {})
+    assert attributes["ledger.rows"] == 3
+    assert attributes["ledger.name"] == "eu"
+    assert attributes["jobtracker.run.status"] == "succeeded"
+    [event] = [e for e in span.events if e.name == "checkpoint"]
+    assert dict(event.attributes or {}) == {"step": "fetched"}
+    assert span.start_time is not None and span.end_time is not None
+    assert span.start_time <= event.timestamp <= span.end_time
+    child = _spans("child-sync")[0]
+    assert child.parent is not None and child.parent.span_id == span.context.span_id
+
+
+def test_a_processor_acting_on_start_gets_the_same_span(sqlite_url: str) -> None:
+    """With a processor that acts on start, the span goes through the SDK's own start and end:
+    the processor sees it, and the span has the same ids, name, times and attributes as one
+    built the quick way."""
+    quick_provider, quick = _own_provider()
+    full_provider, full = _own_provider()
+    full_provider.add_span_processor(_OnStart(InMemorySpanExporter()))
+    spans = []
+    for provider, exporter in ((quick_provider, quick), (full_provider, full)):
+        tracker = _tracker(sqlite_url, provider)
+        try:
+            span = _run_once(tracker, traced_job, "same", exporter)
+            spans.append(span)
+            runs = tracker.executions(job_id="same")
+            assert format(span.context.span_id, "016x") == runs[0].span_id
+            assert format(span.context.trace_id, "032x") == runs[0].trace_id
+        finally:
+            tracker.close(timeout=5)
+    quick_span, full_span = spans
+    assert dict(full_span.attributes or {}).pop("seen.on_start") is True
+    quick_attributes = dict(quick_span.attributes or {})
+    full_attributes = {
+        k: v for k, v in (full_span.attributes or {}).items() if k != "seen.on_start"
+    }
+    assert set(quick_attributes) == set(full_attributes)
+    for key in ("jobtracker.job.id", "jobtracker.run.origin", "jobtracker.run.status"):
+        assert quick_attributes[key] == full_attributes[key]
+    for span in spans:
+        assert span.name == "traced_job"
+        assert span.parent is None
+        assert span.kind is trace.SpanKind.INTERNAL
+        assert span.status.status_code is StatusCode.UNSET
+        assert span.start_time is not None and span.end_time is not None
+        assert 0 <= span.end_time - span.start_time < 5e9
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "tracker"
+
+
+def test_runs_the_sampler_drops_have_no_span_and_their_children_are_not_sampled(
+    sqlite_url: str,
+) -> None:
+    """The provider's sampler decides on the job's path: a dropped run exports nothing, and
+    the job's own spans follow the decision (parent-based)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    provider, exporter = _own_provider(sampler=ParentBased(ALWAYS_OFF))
+    tracker = _tracker(sqlite_url, provider)
+    try:
+        scheduler = _background(tracker)
+        try:
+            scheduler.add_job(traced_job, "date", run_date=datetime.now(UTC), id="dropped")
+            assert DONE.wait(10)
+            assert tracker.flush(10)
+        finally:
+            scheduler.shutdown()
+        assert tracker.executions(job_id="dropped")[0].status is Status.SUCCEEDED
+        assert exporter.get_finished_spans() == ()
+    finally:
+        tracker.close(timeout=5)
+
+
+def test_a_sampler_reading_attributes_is_given_the_runs_attributes(sqlite_url: str) -> None:
+    """A custom sampler sees the run's attributes on the job's path (here it drops one job)."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class DropNoisy(Sampler):
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+        ) -> SamplingResult:
+            attributes = args[1] if len(args) > 1 else kwargs.get("attributes")
+            noisy = (attributes or {}).get("jobtracker.job.id") == "noisy"
+            decision = Decision.DROP if noisy else Decision.RECORD_AND_SAMPLE
+            kept = None if noisy else {**(attributes or {}), "sampled.by": "DropNoisy"}
+            return SamplingResult(decision, kept)
+
+        def get_description(self) -> str:
+            return "DropNoisy"
+
+    provider, exporter = _own_provider(sampler=DropNoisy())
+    tracker = _tracker(sqlite_url, provider)
+    try:
+        for job_id in ("noisy", "quiet"):
+            DONE.clear()
+            scheduler = _background(tracker)
+            try:
+                scheduler.add_job(traced_job, "date", run_date=datetime.now(UTC), id=job_id)
+                assert DONE.wait(10)
+                assert tracker.flush(10)
+            finally:
+                scheduler.shutdown()
+        runs = [s for s in exporter.get_finished_spans() if s.name == "traced_job"]
+        assert [dict(s.attributes or {})["jobtracker.job.id"] for s in runs] == ["quiet"]
+        assert dict(runs[0].attributes or {})["sampled.by"] == "DropNoisy"
+    finally:
+        tracker.close(timeout=5)
 
 
 # -- through the real OTLP/HTTP exporter ---------------------------------------------------

@@ -5,11 +5,14 @@
   whatever request or span happened to be current — makes it current so spans the
   job's own code opens nest under it, and writes the span's ``trace_id``/``span_id``
   (hex) on the run before its ``running`` record is published. A manual run (``run_now``
-  from the HTTP API) and a direct call *link* to the span that asked for them.
-* :class:`TracingSink` runs on its own thread: it gives runs recorded only from
-  scheduler events (jobs not decorated with ``@tracked_job``) a span after the fact,
-  and flushes the provider with a timeout (an exporter that hangs never blocks
-  :meth:`Tracker.close <tracker.Tracker.close>`).
+  from the HTTP API) and a direct call *link* to the span that asked for them. With the
+  SDK's tracer, what is current during the run is a stand-in with the span's ids and
+  sampling decision, and the SDK span itself is built after the run, off the job's path
+  (:mod:`tracker.sinks.deferred_spans`).
+* :class:`TracingSink` runs on its own thread: it builds those spans, gives runs
+  recorded only from scheduler events (jobs not decorated with ``@tracked_job``) a span
+  after the fact, and flushes the provider with a timeout (an exporter that hangs never
+  blocks :meth:`Tracker.close <tracker.Tracker.close>`).
 
 Span: named after the job, kind ``INTERNAL``; attributes (see ``docs/signals.md``)::
 
@@ -44,6 +47,7 @@ from .._hub import Hub
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
+from .deferred_spans import DeferredSpans, StandInSpan
 
 __all__ = [
     "ATTR_JOB_ID",
@@ -118,12 +122,22 @@ def _end_status(
 
 
 class TracingHook:
-    """Starts, makes current and ends each in-run execution's span (on the job's path)."""
+    """Starts, makes current and ends each in-run execution's span (on the job's path).
+
+    With an SDK tracer the span is deferred (:attr:`deferred`): a stand-in is current during
+    the run, and the real span is built by :class:`TracingSink` after the run ended.
+    """
 
     name = "tracing"
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self.tracer = _tracer(tracer_provider)
+        self.deferred = DeferredSpans.for_tracer(
+            self.tracer,
+            attributes_of=_attributes,
+            end_status=_end_status,
+            status_attribute=ATTR_STATUS,
+        )
 
     def enter(self, run: Run) -> object:
         links = None
@@ -132,13 +146,17 @@ class TracingHook:
             links = _link_to(requested) if isinstance(requested, Context) else None
         elif run.origin is Origin.DIRECT:
             links = _link_to(otel_context.get_current())
-        span = self.tracer.start_span(
-            run.job_name,
-            context=_EMPTY,
-            kind=SpanKind.INTERNAL,
-            attributes=_attributes(run),
-            links=links,
-        )
+        span = None
+        if self.deferred is not None:
+            span = self.deferred.start(run.job_name, run, links)
+        if span is None:
+            span = self.tracer.start_span(
+                run.job_name,
+                context=_EMPTY,
+                kind=SpanKind.INTERNAL,
+                attributes=_attributes(run),
+                links=links,
+            )
         span_context = span.get_span_context()
         if span_context.is_valid:
             run.trace_id = format(span_context.trace_id, "032x")
@@ -154,9 +172,15 @@ class TracingHook:
         attached: Token[Context]
         span, current, attached = token  # type: ignore[misc]
         try:
-            _end_status(span, status, error)
+            if type(span) is StandInSpan:
+                assert self.deferred is not None
+                self.deferred.finish(span, status, error)
+            else:
+                try:
+                    _end_status(span, status, error)
+                finally:
+                    span.end()
         finally:
-            span.end()
             # Only where it was attached: the hub may close a run from another thread
             # (shutdown), where detaching would fail (and the job's context is not ours).
             if otel_context.get_current() is current:
@@ -178,11 +202,21 @@ class TracingSink(BaseSink):
 
     name = "tracing"
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, tracer_provider: TracerProvider | None = None, deferred: DeferredSpans | None = None
+    ) -> None:
         self.provider = tracer_provider
         self.tracer = _tracer(tracer_provider)
+        self.deferred = deferred
+
+    @property
+    def pending(self) -> int:
+        """Runs that ended whose span is not built yet."""
+        return self.deferred.pending if self.deferred is not None else 0
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
+        if self.deferred is not None:
+            self.deferred.realize_pending()
         for event in events:
             if (
                 type(event) is Execution
@@ -215,10 +249,18 @@ class TracingSink(BaseSink):
         _end_status(span, record.status, None, message)
         span.end(end_time=_ns(record.finished_at))
 
+    def tick(self) -> None:
+        if self.deferred is not None:
+            self.deferred.realize_pending()
+
     def flush(self, timeout: float) -> bool:
+        self.tick()
         return flush_provider(self.provider, timeout)
 
     def close(self, timeout: float) -> None:
+        if self.deferred is not None:
+            self.deferred.closed = True  # runs ending from now on build their span at once
+            self.deferred.realize_pending()
         if not flush_provider(self.provider, timeout):
             logger.warning("spans not flushed within %.1f s; the exporter may be down", timeout)
 
@@ -264,8 +306,11 @@ def flush_provider(provider: TracerProvider | None = None, timeout: float = 5.0)
 def enable_tracing(hub: Hub, tracer_provider: TracerProvider | None = None) -> TracingHook:
     """Give every run of ``hub`` a span (the Tracker's ``tracing=True`` does this)."""
     hook = TracingHook(tracer_provider)
+    if hook.deferred is not None:
+        hook.deferred.capacity = hub.queue_capacity
+        hook.deferred.on_drop = hub.count_drop
     hub.add_hook(hook)
-    hub.add_sink(TracingSink(tracer_provider))
+    hub.add_sink(TracingSink(tracer_provider, hook.deferred))
     _context.add_carrier(CARRIER, otel_context.get_current)
     return hook
 
