@@ -81,6 +81,22 @@ class StandInSpan(trace.Span):
     built; calls made after the run ended are ignored, as an ended SDK span ignores them.
     """
 
+    __slots__ = (
+        "attributes",
+        "context",
+        "end_ns",
+        "ended",
+        "error",
+        "links",
+        "name",
+        "ops",
+        "run",
+        "sampling",
+        "start_ns",
+        "status",
+        "user_end_ns",
+    )
+
     def __init__(
         self,
         name: str,
@@ -100,10 +116,11 @@ class StandInSpan(trace.Span):
         self.links = links
         self.sampling = sampling
         self.start_ns = start_ns
-        self.end_ns = 0
         self.ended = False
         self.user_end_ns: int | None = None
         self.ops: list[tuple[str, tuple[Any, ...]]] | None = None
+        # end_ns, status and error are set when the run ends (finish).
+        self.end_ns = 0
         self.status = Status.RUNNING
         self.error: BaseException | None = None
 
@@ -229,7 +246,10 @@ class DeferredSpans:
         self._preset = preset
         self._ids = ids.inner
         self._sampler = sampler.inner
-        self._random_ids = _RANDOM_TRACE_ID if ids.is_trace_id_random() else 0
+        random_ids = _RANDOM_TRACE_ID if ids.is_trace_id_random() else 0
+        self._flags = (TraceFlags(random_ids), TraceFlags(1 | random_ids))
+        """Trace flags of a span not sampled, and of a sampled one."""
+        self._enabled: Callable[[], bool] | None = getattr(tracer, "_is_enabled", None)
         root = _root_sampler(self._sampler)
         self._blind = isinstance(root, StaticSampler | TraceIdRatioBased)
         """Whether the sampler decides a root span without looking at its attributes."""
@@ -274,7 +294,7 @@ class DeferredSpans:
         """The span of ``run`` while it is in progress: a stand-in, or a non-recording span
         when the sampler drops it. ``None`` when the tracer is disabled (the caller then asks
         the tracer itself)."""
-        enabled = getattr(self.tracer, "_is_enabled", None)
+        enabled = self._enabled
         if enabled is not None and not enabled():
             return None
         trace_id = self._ids.generate_trace_id()
@@ -288,12 +308,11 @@ class DeferredSpans:
                 _EMPTY, trace_id, name, SpanKind.INTERNAL, attributes, links
             )
         decision = sampling.decision
-        flags = (1 if decision is Decision.RECORD_AND_SAMPLE else 0) | self._random_ids
         context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(flags),
+            trace_flags=self._flags[decision is Decision.RECORD_AND_SAMPLE],
             trace_state=sampling.trace_state,
         )
         if decision is Decision.DROP:
