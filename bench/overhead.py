@@ -3,7 +3,9 @@
 N one-shot jobs, all due at once, are added to a paused BackgroundScheduler
 (MemoryJobStore, ThreadPoolExecutor); the clock runs from ``resume()`` until the
 last job has run. Variants run alternately, several rounds, in one process; the
-figure is each variant's median throughput as a share of untracked APScheduler's.
+figure is each variant's median throughput as a share of untracked APScheduler's. In
+brackets, the lowest and highest share measured within one round: on a busy 2-core machine
+single rounds vary widely, and the range shows how far.
 
     python bench/overhead.py [--jobs 5000] [--rounds 5]
 
@@ -160,11 +162,14 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (func, setup) in VARIANTS.items():
             times[name].append(dispatch(args.jobs, func, setup))
-    base = args.jobs / statistics.median(times["untracked APScheduler"])
-    print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median)")
+    untracked = times["untracked APScheduler"]
+    base = args.jobs / statistics.median(untracked)
+    print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")
     for name, samples in times.items():
         rate = args.jobs / statistics.median(samples)
-        print(f"  {name:38s} {rate:9,.0f} runs/s  {rate / base:6.1%} of untracked")
+        paired = [u / s for u, s in zip(untracked, samples, strict=True)]  # same round
+        spread = f"{min(paired):.1%} to {max(paired):.1%}"
+        print(f"  {name:38s} {rate:9,.0f} runs/s  {rate / base:6.1%} of untracked  ({spread})")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from support import wait_for
 
 from tracker import (
+    Execution,
     RunContextFilter,
     Status,
     Tracker,
@@ -429,3 +430,56 @@ def test_reconfiguring_reaches_loggers_already_in_use(tmp_path: Path) -> None:
     second = (tmp_path / "second.jsonl").read_text().splitlines()
     assert [json.loads(line)["event"] for line in first] == ["first"]
     assert [json.loads(line)["event"] for line in second] == ["second"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"lateness_s": None, "tags": {"team": "billing"}},
+        {
+            "status": Status.FAILED,
+            "error_type": "ValueError",
+            "error_message": "ledger 7 is locked",
+            "traceback": "Traceback (most recent call last): ...",
+        },
+    ],
+)
+def test_a_short_runs_started_event_matches_the_one_made_from_its_record(
+    changes: dict[str, Any],
+) -> None:
+    """A short run's ``job_started`` event is derived from its final event's fields (one
+    reading of the record); it is the same event ``lifecycle_event`` makes from the record."""
+    from tracker.sinks.logs import _final_fields, _started_from, lifecycle_event
+
+    now = datetime.now(UTC)
+    record = Execution(
+        run_id="0190a0b1-c2d3-7e4f-8a9b-0c1d2e3f4a5b",
+        job_id="nightly",
+        job_name="nightly_report",
+        status=Status.SUCCEEDED,
+        scheduled_at=now - timedelta(seconds=2),
+        started_at=now - timedelta(seconds=1),
+        finished_at=now,
+        duration_s=1.0,
+        lateness_s=1.0,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    ).evolve(**changes)
+    name, level, expected = lifecycle_event(record, started=True)
+    assert (name, level) == ("job_started", "info")
+    derived = _started_from(_final_fields(record))
+    assert list(derived.items()) == list(expected.items())
+    assert expected["status"] == "running"
+
+
+def test_json_lines_fall_back_for_values_orjson_refuses() -> None:
+    """Integers past 64 bits and non-string keys still render (standard library fallback);
+    unknown objects render as their str()."""
+    from tracker.sinks.logs import _dumps
+
+    class Ledger:
+        def __str__(self) -> str:
+            return "ledger-7"
+
+    assert json.loads(_dumps({"big": 2**70, "obj": Ledger()})) == {"big": 2**70, "obj": "ledger-7"}
+    assert json.loads(_dumps({1: "one"})) == {"1": "one"}
