@@ -201,6 +201,7 @@ class TracingSink(BaseSink):
     """
 
     name = "tracing"
+    handles_jobs = False  # job changes have no span
 
     def __init__(
         self, tracer_provider: TracerProvider | None = None, deferred: DeferredSpans | None = None
