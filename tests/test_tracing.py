@@ -553,3 +553,19 @@ def test_close_does_not_hang_on_an_exporter_that_never_answers(sqlite_url: str) 
         assert tracker.executions(job_id="stuck-export")[0].status is Status.SUCCEEDED
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize(("trace_id", "span_id"), [(1, 1), (2**128 - 1, 2**64 - 1), (0, 5), (5, 0)])
+def test_the_stand_ins_context_is_the_one_the_api_would_make(trace_id: int, span_id: int) -> None:
+    """The stand-in's context, built without the API's argument checks, equals the API's own
+    (validity included) for valid and invalid ids."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from tracker.sinks.deferred_spans import _span_context
+
+    flags = TraceFlags(1)
+    made = _span_context(trace_id, span_id, flags, None)
+    expected = SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags)
+    assert made == expected
+    assert made.is_valid is expected.is_valid
+    assert made.trace_state == expected.trace_state

@@ -53,7 +53,14 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    Link,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.status import Status as SpanStatus
 from opentelemetry.trace.status import StatusCode
 from opentelemetry.util import types
@@ -308,12 +315,11 @@ class DeferredSpans:
                 _EMPTY, trace_id, name, SpanKind.INTERNAL, attributes, links
             )
         decision = sampling.decision
-        context = SpanContext(
+        context = _span_context(
             trace_id,
             self._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=self._flags[decision is Decision.RECORD_AND_SAMPLE],
-            trace_state=sampling.trace_state,
+            self._flags[decision is Decision.RECORD_AND_SAMPLE],
+            sampling.trace_state,
         )
         if decision is Decision.DROP:
             return trace.NonRecordingSpan(context)
@@ -439,6 +445,36 @@ class DeferredSpans:
         if processors is None:
             return False
         return all(_does_nothing_on_start(p) for p in processors)
+
+
+_MAX_TRACE_ID = 2**128 - 1
+_MAX_SPAN_ID = 2**64 - 1
+_tuple_new = tuple.__new__
+
+
+def _span_context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None
+) -> SpanContext:
+    """``SpanContext(trace_id, span_id, is_remote=False, ...)`` in a third of the time (the
+    API's constructor checks its arguments' types; these come from the SDK)."""
+    if not _FAST_CONTEXT:
+        return SpanContext(trace_id, span_id, False, flags, state)
+    valid = 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID
+    state = DEFAULT_TRACE_STATE if state is None else state
+    return _tuple_new(SpanContext, (trace_id, span_id, False, flags, state, valid))
+
+
+def _fast_context_works() -> bool:
+    """Whether ``SpanContext`` is still the 6-tuple the fast path builds (else: the constructor)."""
+    try:
+        fast = _tuple_new(SpanContext, (7, 9, False, TraceFlags(1), DEFAULT_TRACE_STATE, True))
+        real = SpanContext(7, 9, False, TraceFlags(1), None)
+        return bool(fast == real and fast.is_valid and fast.trace_state is real.trace_state)
+    except Exception:
+        return False
+
+
+_FAST_CONTEXT = _fast_context_works()
 
 
 def _root_sampler(sampler: Sampler) -> Sampler:

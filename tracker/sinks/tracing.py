@@ -159,8 +159,8 @@ class TracingHook:
             )
         span_context = span.get_span_context()
         if span_context.is_valid:
-            run.trace_id = format(span_context.trace_id, "032x")
-            run.span_id = format(span_context.span_id, "016x")
+            run.trace_id = "%032x" % span_context.trace_id  # noqa: UP031 (twice as fast)
+            run.span_id = "%016x" % span_context.span_id  # noqa: UP031
         current = trace.set_span_in_context(span, _EMPTY)
         return span, current, otel_context.attach(current)
 
