@@ -323,6 +323,10 @@ class SchedulerInstrumentation:
         """After a submission, compute the next fire time (as APScheduler just did)."""
         if known is None or not run_times or self.manual_origin(known.job_id) is not None:
             return
+        if self.registry.jobs.get(known.job_id) is not known:
+            # Removed meanwhile: a one-shot job is removed (and announced) before its
+            # submission is. Nothing to advance, and it must not come back as a paused job.
+            return
         try:
             nxt = known.trigger.get_next_fire_time(run_times[-1], datetime.now(UTC))
         except Exception:
@@ -331,9 +335,7 @@ class SchedulerInstrumentation:
         changed = nxt != known.next_run_at
         known.expected_next = nxt
         known.next_run_at = nxt
-        # A one-shot job is removed (and announced) before its submission is: don't
-        # bring it back to life as a paused job.
-        if changed and self.hub.wants_jobs and self.registry.jobs.get(known.job_id) is known:
+        if changed and self.hub.wants_jobs:
             self.hub.job_changed(known.state())
 
     def _count_coalesced(self, known: KnownJob, first_run_time: datetime) -> None:
