@@ -258,8 +258,45 @@ def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
         tracker.flush()
     finally:
         scheduler.shutdown()
-    last = [s for s in sink.states if s.job_id == "once"][-1]
-    assert last.removed and not last.paused
+    states = [s for s in sink.states if s.job_id == "once"]
+    assert states[-1].removed and not states[-1].paused
+    assert not any(s.paused for s in states)  # never announced as paused on its way out
+
+
+def test_a_job_removed_and_added_again_stays_known(tracker) -> None:
+    """Removals are handled off the scheduler's thread, in order: a job removed and added
+    again under the same id (before the hub's next cycle) is known and announced present."""
+    from tracker import BaseSink, JobState
+
+    class Jobs(BaseSink):
+        name = "jobs"
+
+        def __init__(self) -> None:
+            self.states: list[JobState] = []
+
+        def handle(self, events) -> None:
+            self.states.extend(e for e in events if isinstance(e, JobState))
+
+    sink = Jobs()
+    tracker.add_sink(sink)
+    scheduler = background()
+    inst = tracker.instrument(scheduler)
+    scheduler.start()
+    try:
+        for round_ in range(20):
+            scheduler.add_job(support.ok_job, "interval", hours=1, id="again", name=f"v{round_}")
+            scheduler.remove_job("again")
+        scheduler.add_job(support.ok_job, "interval", hours=1, id="again", name="final")
+        assert tracker.flush(5)
+        assert inst.registry.jobs["again"].name == "final"
+        last = [s for s in sink.states if s.job_id == "again"][-1]
+        assert not last.removed and last.job_name == "final"
+        scheduler.remove_job("again")
+        assert tracker.flush(5)
+        assert "again" not in inst.registry.jobs
+        assert [s for s in sink.states if s.job_id == "again"][-1].removed
+    finally:
+        scheduler.shutdown()
 
 
 def test_undecorated_jobs_added_later_are_recorded(tracker) -> None:
