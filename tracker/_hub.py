@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -103,7 +103,6 @@ class Hub:
         self._workers: list[SinkWorker] = []
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
         self._hooks: list[RunHook] = []
-        self._tasks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._live: dict[Run, Run] = {}
         self._finished: deque[tuple[Run, BaseException | None, float, Status | None]] = deque()
@@ -137,23 +136,6 @@ class Hub:
     def add_hook(self, hook: RunHook) -> None:
         """Wrap every in-run execution with ``hook`` from now on."""
         self._hooks = [*self._hooks, hook]
-
-    def add_task(self, task: Callable[[], object]) -> None:
-        """Run ``task`` on the hub's thread every ``interval``, and at :meth:`flush` and
-        :meth:`close`, before finished runs are published (work an integration took off
-        the scheduler's thread). Its exceptions are counted and logged."""
-        self._tasks = [*self._tasks, task]
-
-    def remove_task(self, task: Callable[[], object]) -> None:
-        self._tasks = [t for t in self._tasks if t != task]
-
-    def run_tasks(self) -> None:
-        """Run the integrations' tasks now (see :meth:`add_task`)."""
-        for task in self._tasks:
-            try:
-                task()
-            except Exception as exc:
-                self.report_error("hub", exc)
 
     @property
     def sinks(self) -> list[Sink]:
@@ -458,7 +440,6 @@ class Hub:
         """Publish every finished run, and every live run as ``running``, then wait until
         every sink has handled and flushed what was published so far."""
         deadline = time.monotonic() + timeout
-        self.run_tasks()
         self.announce(0.0)
         ok = True
         for worker in self._workers:
@@ -472,7 +453,6 @@ class Hub:
             return
         self._stop.set()
         self._thread.join(max(0.1, timeout / 4))
-        self.run_tasks()
         self._drain()
         for run in self.live_runs():
             self.close_run(run, status=Status.INTERRUPTED)
@@ -531,8 +511,6 @@ class Hub:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            if self._tasks:
-                self.run_tasks()
             if self._finished or self._live:
                 try:
                     self.announce()

@@ -10,9 +10,6 @@ Listeners turn scheduler events into records:
 * fire times dropped by coalescing — one ``missed`` record whose ``coalesced`` field
   says how many fire times it stands for.
 * job added/modified/removed, paused/resumed — :class:`~tracker.JobState` updates.
-  Removals (one per run of a one-shot job, announced on the scheduler's own thread, which
-  dispatches the jobs) are queued and handled on the hub's thread, in order, within
-  ``flush_interval``, and before anything that depends on them.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,13 +61,6 @@ MASK = (
     | EVENT_JOB_MISSED
     | EVENT_JOB_MAX_INSTANCES
 )
-_AFTER_REMOVALS = (
-    EVENT_JOB_ADDED,
-    EVENT_JOB_MODIFIED,
-    EVENT_ALL_JOBS_REMOVED,
-    EVENT_SCHEDULER_STARTED,
-)
-"""Events whose handling must see the removals announced before them."""
 OUTCOMES = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
 """Needed only for jobs whose runs are recorded from events (not decorated, or run in
 another process): while every known job records its runs from inside, they are not
@@ -104,14 +94,12 @@ class SchedulerInstrumentation:
             EVENT_JOB_MAX_INSTANCES: self._on_max_instances,
             EVENT_JOB_ADDED: self._on_changed,
             EVENT_JOB_MODIFIED: self._on_changed,
+            EVENT_JOB_REMOVED: self._on_removed,
             EVENT_ALL_JOBS_REMOVED: self._on_all_removed,
             EVENT_SCHEDULER_STARTED: self._on_started,
         }
         self._mask = MASK
         self._needs_outcomes = False  # once a job needs EXECUTED/ERROR, they stay asked for
-        self._removed: deque[tuple[str, KnownJob | None]] = deque()
-        self._removed_lock = threading.Lock()
-        hub.add_task(self.forget_removed)
         _context.add_resolver(resolve_apscheduler)
         instrumented[id(scheduler)] = self
         scheduler.add_listener(self._on_event, MASK)
@@ -124,8 +112,6 @@ class SchedulerInstrumentation:
             self.scheduler.remove_listener(self._on_event)
         if instrumented.get(id(self.scheduler)) is self:
             del instrumented[id(self.scheduler)]
-        self.hub.remove_task(self.forget_removed)
-        self.forget_removed()
 
     # -- manual runs -----------------------------------------------------------------
 
@@ -254,11 +240,6 @@ class SchedulerInstrumentation:
     # -- events ----------------------------------------------------------------------
 
     def _on_event(self, event: SchedulerEvent) -> None:
-        if event.code == EVENT_JOB_REMOVED:  # one per one-shot run: taken off this thread
-            self._removed.append((event.job_id, self.registry.jobs.get(event.job_id)))
-            return
-        if self._removed and event.code in _AFTER_REMOVALS:
-            self.forget_removed()  # keep the order: a job removed, then added again
         handler = self._handlers.get(event.code)
         if handler is None:
             return
@@ -306,25 +287,8 @@ class SchedulerInstrumentation:
     def _on_changed(self, event: JobEvent) -> None:
         self._refresh(event.job_id, event.jobstore)
 
-    def forget_removed(self) -> None:
-        """Forget the jobs removed since last time, in order (on the hub's thread).
-
-        APScheduler announces the removal of every one-shot job after its run is
-        submitted, on the scheduler's thread, which dispatches jobs: the listener only
-        queues it, with the job as known then. A job added again meanwhile (a new
-        :class:`KnownJob`) is not forgotten.
-        """
-        queue = self._removed
-        if not queue:
-            return
-        with self._removed_lock:  # one consumer at a time: removals stay in order
-            while queue:
-                job_id, known = queue.popleft()
-                if known is not None and self.registry.jobs.get(job_id) is known:
-                    try:
-                        self._forget(job_id)
-                    except Exception as exc:
-                        self.hub.report_error("apscheduler", exc)
+    def _on_removed(self, event: JobEvent) -> None:
+        self._forget(event.job_id)
 
     def _on_all_removed(self, event: SchedulerEvent) -> None:
         for job_id in list(self.registry.jobs):
@@ -360,7 +324,9 @@ class SchedulerInstrumentation:
         if known is None or not run_times or self.manual_origin(known.job_id) is not None:
             return
         if self.registry.jobs.get(known.job_id) is not known:
-            return  # removed or replaced meanwhile: nothing to advance
+            # Removed meanwhile: a one-shot job is removed (and announced) before its
+            # submission is. Nothing to advance, and it must not come back as a paused job.
+            return
         try:
             nxt = known.trigger.get_next_fire_time(run_times[-1], datetime.now(UTC))
         except Exception:
@@ -369,9 +335,7 @@ class SchedulerInstrumentation:
         changed = nxt != known.next_run_at
         known.expected_next = nxt
         known.next_run_at = nxt
-        # No next fire time: APScheduler removes the job (its REMOVED event says so); it
-        # must not be announced as paused meanwhile.
-        if changed and nxt is not None and self.hub.wants_jobs:
+        if changed and self.hub.wants_jobs:
             self.hub.job_changed(known.state())
 
     def _count_coalesced(self, known: KnownJob, first_run_time: datetime) -> None:

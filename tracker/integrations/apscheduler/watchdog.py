@@ -120,7 +120,6 @@ class SchedulerWatch:
         fire times that were already due). Returns the records published.
         """
         inst = self.instrumentation
-        inst.forget_removed()
         records = []
         latest = now - timedelta(seconds=self.grace)  # fast path: nothing due after this
         for known in list(inst.registry.jobs.values()):
@@ -220,7 +219,6 @@ class SchedulerWatch:
         if not self.attached or self.scheduler.state == STATE_STOPPED:
             return []
         inst = self.instrumentation
-        inst.forget_removed()
         known = [
             job_id for job_id in list(inst.registry.jobs) if inst.manual_origin(job_id) is None
         ]
@@ -237,7 +235,6 @@ class SchedulerWatch:
         if confirm > 0 and self._stop.wait(confirm):
             return []
         gone = []
-        inst.forget_removed()
         for job_id in candidates:
             if job_id not in inst.registry.jobs:
                 continue  # removed through the scheduler meanwhile
