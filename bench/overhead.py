@@ -5,7 +5,9 @@ N one-shot jobs, all due at once, are added to a paused BackgroundScheduler
 last job has run. Variants run alternately, several rounds, in one process; the
 figure is each variant's median throughput as a share of untracked APScheduler's. In
 brackets, the lowest and highest share measured within one round: on a busy 2-core machine
-single rounds vary widely, and the range shows how far.
+single rounds vary widely, and the range shows how far. Each round starts after a full
+garbage collection, so garbage left by the previous round's set-up is not collected inside
+the next round's clock (the collections the runs themselves cause are measured).
 
     python bench/overhead.py [--jobs 5000] [--rounds 5]
 
@@ -17,6 +19,7 @@ The defaults (database + metrics) are shown too.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import threading
@@ -68,6 +71,7 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
         scheduler.add_job(func, "date", run_date=now, id=f"job-{i}")
     _count, _target = 0, n
     _done.clear()
+    gc.collect()  # each round starts with the same, empty, garbage collector state
     started = time.perf_counter()
     scheduler.resume()
     if not _done.wait(600):
