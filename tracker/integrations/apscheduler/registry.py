@@ -17,6 +17,7 @@ from ..._decorator import job_options
 from ..._record import JobState
 
 _REMOVED_KEPT = 10_000
+_new_state = JobState._make
 
 
 @dataclass(slots=True)
@@ -59,15 +60,19 @@ class KnownJob:
         )
 
     def state(self, *, removed: bool = False) -> JobState:
-        return JobState(
-            job_id=self.job_id,
-            job_name=self.name,
-            trigger=self.trigger_text,
-            next_run_at=None if removed else self.next_run_at,
-            paused=self.next_run_at is None and not removed,
-            removed=removed,
-            tags=self.tags,
-            max_runtime=self.max_runtime,
+        # Positional (a third of the keyword construction's cost): one per removed one-shot
+        # job, on the scheduler's thread.
+        return _new_state(
+            (
+                self.job_id,
+                self.name,
+                self.trigger_text,
+                None if removed else self.next_run_at,
+                self.next_run_at is None and not removed,
+                removed,
+                self.tags,
+                self.max_runtime,
+            )
         )
 
 
