@@ -569,3 +569,32 @@ def test_the_stand_ins_context_is_the_one_the_api_would_make(trace_id: int, span
     assert made == expected
     assert made.is_valid is expected.is_valid
     assert made.trace_state == expected.trace_state
+
+
+def test_spans_waiting_to_be_built_are_bounded_and_drops_counted() -> None:
+    """Ended runs wait for the sink's thread in a bounded queue: past it, their spans are
+    dropped and counted (the job never waits); after the sink closed, spans are built at once."""
+    from tracker._run import Run
+    from tracker.sinks.tracing import TracingHook
+
+    provider, exporter = _own_provider()
+    hook = TracingHook(provider)
+    deferred = hook.deferred
+    assert deferred is not None
+    drops: list[int] = []
+    deferred.capacity = 1
+    deferred.on_drop = lambda sink, count: drops.append(count)
+
+    def run_once(job_id: str) -> None:
+        run = Run(None, job_id, job_id, datetime.now(UTC), "test", Origin.SCHEDULED)
+        hook.exit(run, hook.enter(run), Status.SUCCEEDED, None)
+
+    for job_id in ("a", "b", "c"):
+        run_once(job_id)
+    assert drops == [1, 1]
+    assert exporter.get_finished_spans() == ()  # nothing built on the job's path
+    deferred.realize_pending()
+    assert [s.name for s in exporter.get_finished_spans()] == ["a"]
+    deferred.closed = True
+    run_once("late")
+    assert [s.name for s in exporter.get_finished_spans()] == ["a", "late"]
