@@ -70,6 +70,7 @@ from .._record import Status
 logger = logging.getLogger("tracker.tracing")
 
 _EMPTY = Context()
+_UNSET = SpanStatus(StatusCode.UNSET)
 _time_ns = time.time_ns
 _PLAIN_PROCESSORS = (BatchSpanProcessor, SimpleSpanProcessor)
 _RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
@@ -257,6 +258,7 @@ class DeferredSpans:
         self._flags = (TraceFlags(random_ids), TraceFlags(1 | random_ids))
         """Trace flags of a span not sampled, and of a sampled one."""
         self._enabled: Callable[[], bool] | None = getattr(tracer, "_is_enabled", None)
+        self._scope = getattr(tracer, "_instrumentation_scope", None)
         root = _root_sampler(self._sampler)
         self._blind = isinstance(root, StaticSampler | TraceIdRatioBased)
         """Whether the sampler decides a root span without looking at its attributes."""
@@ -388,10 +390,10 @@ class DeferredSpans:
                 attributes=attributes,
                 kind=SpanKind.INTERNAL,
                 instrumentation_info=tracer.instrumentation_info,
-                status=SpanStatus(StatusCode.UNSET),
+                status=_UNSET,
                 start_time=stand_in.start_ns,
                 end_time=stand_in.end_ns,
-                instrumentation_scope=getattr(tracer, "_instrumentation_scope", None),
+                instrumentation_scope=self._scope,
             )
         )
 
