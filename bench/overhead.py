@@ -77,6 +77,11 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
     if not _done.wait(600):
         raise RuntimeError("jobs did not finish")
     elapsed = time.perf_counter() - started
+    # The last run can end before the scheduler's thread has removed the last one-shot jobs
+    # from the store; shutting down under it makes APScheduler raise JobLookupError there.
+    deadline = time.monotonic() + 30
+    while scheduler.get_jobs() and time.monotonic() < deadline:
+        time.sleep(0.01)
     scheduler.shutdown(wait=True)
     if teardown:
         teardown()
