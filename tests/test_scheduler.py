@@ -12,7 +12,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tracker import Origin, Status
+from tracker import BaseSink, JobState, Origin, Status
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -21,6 +21,18 @@ def background(**options) -> BackgroundScheduler:
     return BackgroundScheduler(
         job_defaults={**DEFAULTS, **options.pop("job_defaults", {})}, timezone="UTC", **options
     )
+
+
+class JobStates(BaseSink):
+    """Keeps every job state the hub publishes."""
+
+    name = "jobs"
+
+    def __init__(self) -> None:
+        self.states: list[JobState] = []
+
+    def handle(self, events) -> None:
+        self.states.extend(e for e in events if isinstance(e, JobState))
 
 
 def finished(tracker, **filters):
@@ -236,18 +248,7 @@ def test_removed_job_keeps_its_history(tracker) -> None:
 
 def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
     """A date job's last word to sinks is `removed` (APScheduler announces it before the run)."""
-    from tracker import BaseSink, JobState
-
-    class Jobs(BaseSink):
-        name = "jobs"
-
-        def __init__(self) -> None:
-            self.states: list[JobState] = []
-
-        def handle(self, events) -> None:
-            self.states.extend(e for e in events if isinstance(e, JobState))
-
-    sink = Jobs()
+    sink = JobStates()
     tracker.add_sink(sink)
     scheduler = background()
     tracker.instrument(scheduler)
@@ -264,20 +265,9 @@ def test_finished_one_shot_job_is_announced_removed_not_paused(tracker) -> None:
 
 
 def test_a_job_removed_and_added_again_stays_known(tracker) -> None:
-    """Removals are handled off the scheduler's thread, in order: a job removed and added
-    again under the same id (before the hub's next cycle) is known and announced present."""
-    from tracker import BaseSink, JobState
-
-    class Jobs(BaseSink):
-        name = "jobs"
-
-        def __init__(self) -> None:
-            self.states: list[JobState] = []
-
-        def handle(self, events) -> None:
-            self.states.extend(e for e in events if isinstance(e, JobState))
-
-    sink = Jobs()
+    """A job removed and added again under the same id, many times over, ends known and
+    announced present; removing it then announces it removed."""
+    sink = JobStates()
     tracker.add_sink(sink)
     scheduler = background()
     inst = tracker.instrument(scheduler)
