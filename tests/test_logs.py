@@ -445,11 +445,11 @@ def test_reconfiguring_reaches_loggers_already_in_use(tmp_path: Path) -> None:
         },
     ],
 )
-def test_a_short_runs_started_event_matches_the_one_made_from_its_record(
+def test_a_runs_started_event_has_the_runs_identity_and_fire_time(
     changes: dict[str, Any],
 ) -> None:
-    """A short run's ``job_started`` event is derived from its final event's fields (one
-    reading of the record); it is the same event ``lifecycle_event`` makes from the record."""
+    """A ``job_started`` event carries the run's ids, fire time, lateness and origin, in that
+    order, whether made from the record or from a short run's final event."""
     from tracker.sinks.logs import _final_fields, _started_from, lifecycle_event
 
     now = datetime.now(UTC)
@@ -465,11 +465,22 @@ def test_a_short_runs_started_event_matches_the_one_made_from_its_record(
         lateness_s=1.0,
         trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
     ).evolve(**changes)
-    name, level, expected = lifecycle_event(record, started=True)
+    expected = {
+        "job_id": "nightly",
+        "job_name": "nightly_report",
+        "run_id": "0190a0b1-c2d3-7e4f-8a9b-0c1d2e3f4a5b",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "status": "running",
+        "scheduled_at": record.scheduled_at.isoformat(),
+    }
+    if record.lateness_s is not None:
+        expected["lateness_s"] = 1.0
+    expected["origin"] = "scheduled"
+    name, level, fields = lifecycle_event(record, started=True)
     assert (name, level) == ("job_started", "info")
+    assert list(fields.items()) == list(expected.items())
     derived = _started_from(_final_fields(record))
     assert list(derived.items()) == list(expected.items())
-    assert expected["status"] == "running"
 
 
 def test_json_lines_fall_back_for_values_orjson_refuses() -> None:

@@ -153,24 +153,9 @@ def lifecycle_event(record: Execution, *, started: bool = False) -> tuple[str, s
     """
     if started or record.status is Status.RUNNING:
         name, level = EVENTS[Status.RUNNING]
-        return name, level, _started_fields(record)
+        return name, level, _started_from(_final_fields(record))
     name, level = EVENTS[record.status]
     return name, level, _final_fields(record)
-
-
-def _started_fields(record: Execution) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "job_id": record.job_id,
-        "job_name": record.job_name,
-        "run_id": record.run_id,
-        "trace_id": record.trace_id,
-        "status": _RUNNING,
-        "scheduled_at": record.scheduled_at.isoformat(),
-    }
-    if record.lateness_s is not None:
-        fields["lateness_s"] = round(record.lateness_s, 6)
-    fields["origin"] = record.origin._value_
-    return fields
 
 
 def _final_fields(record: Execution) -> dict[str, Any]:
@@ -202,8 +187,8 @@ def _final_fields(record: Execution) -> dict[str, Any]:
 
 
 def _started_from(final: dict[str, Any]) -> dict[str, Any]:
-    """The ``job_started`` fields of a run, from the fields of its final event (what
-    :func:`_started_fields` makes from the record, without reading it again)."""
+    """The ``job_started`` fields of a run, from the fields of its final event (a short run's
+    two events then read its record once)."""
     fields = {
         "job_id": final["job_id"],
         "job_name": final["job_name"],
