@@ -598,3 +598,18 @@ def test_spans_waiting_to_be_built_are_bounded_and_drops_counted() -> None:
     deferred.closed = True
     run_once("late")
     assert [s.name for s in exporter.get_finished_spans()] == ["a", "late"]
+
+
+def test_span_limits_of_the_provider_apply_to_run_spans(sqlite_url: str) -> None:
+    """A provider that keeps fewer attributes than a run span has: the span goes through the
+    SDK's own span, which keeps what the limit allows and counts the rest as dropped."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    provider, exporter = _own_provider(span_limits=SpanLimits(max_span_attributes=3))
+    tracker = _tracker(sqlite_url, provider)
+    try:
+        span = _run_once(tracker, traced_job, "limited", exporter)
+    finally:
+        tracker.close(timeout=5)
+    assert len(span.attributes or {}) == 3
+    assert span.dropped_attributes == 3

@@ -259,6 +259,10 @@ class DeferredSpans:
         """Trace flags of a span not sampled, and of a sampled one."""
         self._enabled: Callable[[], bool] | None = getattr(tracer, "_is_enabled", None)
         self._scope = getattr(tracer, "_instrumentation_scope", None)
+        limits = getattr(tracer, "_span_limits", None)
+        self._max_attributes: int | None = getattr(limits, "max_span_attributes", 0)
+        self._limited_length = getattr(limits, "max_span_attribute_length", 0) is not None
+        """Whether attribute values may be cut (then only the SDK's own span applies it)."""
         root = _root_sampler(self._sampler)
         self._blind = isinstance(root, StaticSampler | TraceIdRatioBased)
         """Whether the sampler decides a root span without looking at its attributes."""
@@ -373,14 +377,16 @@ class DeferredSpans:
             and stand_in.user_end_ns is None
             and not stand_in.links
         ):
-            self._readable(stand_in)
-        else:
-            self._through_tracer(stand_in)
+            attributes = self._attributes(stand_in)
+            attributes[self.status_attribute] = stand_in.status.value
+            limit = self._max_attributes
+            if limit is None or len(attributes) <= limit:
+                self._readable(stand_in, attributes)
+                return
+        self._through_tracer(stand_in)
 
-    def _readable(self, stand_in: StandInSpan) -> None:
+    def _readable(self, stand_in: StandInSpan, attributes: dict[str, Any]) -> None:
         tracer = self.tracer
-        attributes = self._attributes(stand_in)
-        attributes[self.status_attribute] = stand_in.status.value
         tracer.span_processor.on_end(
             ReadableSpan(
                 name=stand_in.name,
@@ -435,15 +441,11 @@ class DeferredSpans:
 
     def _plain(self) -> bool:
         """Whether a ``ReadableSpan`` handed to ``on_end`` is all the provider would do with
-        a span: its processors do nothing on start, and attribute limits are the defaults."""
-        tracer = self.tracer
-        limits = getattr(tracer, "_span_limits", None)
-        if limits is None or getattr(limits, "max_span_attribute_length", 0) is not None:
+        a span: its processors (which may be added at any time) do nothing on start, and
+        attribute values are not cut to a length (the count is checked per span)."""
+        if self._limited_length:
             return False
-        max_attributes = getattr(limits, "max_span_attributes", 0)
-        if max_attributes is not None and max_attributes < 8:
-            return False
-        processors = getattr(tracer.span_processor, "_span_processors", None)
+        processors = getattr(self.tracer.span_processor, "_span_processors", None)
         if processors is None:
             return False
         return all(_does_nothing_on_start(p) for p in processors)
