@@ -18,7 +18,7 @@ The tracing sink's thread then builds the real span, with the same ids, name, st
 end times:
 
 * in the common case (nothing recorded by the job, the run succeeded, no links, the
-  provider's processors are the SDK's batch or simple ones, default attribute limits):
+  provider's processors are the SDK's batch or simple ones, attributes within its limits):
   a ``ReadableSpan`` handed to the processors' ``on_end``, which is what the SDK's own
   ``Span.end`` hands them. That costs about 5 µs;
 * otherwise through ``Tracer.start_span``, with the sampler and id generator answering
