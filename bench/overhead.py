@@ -88,11 +88,13 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
     return elapsed
 
 
-def with_tracker(**options: Any) -> Callable[[Any], Callable[[], None]]:
+def with_tracker(writer: str = "thread", **options: Any) -> Callable[[Any], Callable[[], None]]:
     def setup(scheduler: Any) -> Callable[[], None]:
         tmp = tempfile.mkdtemp()
         tracker = Tracker(
-            f"sqlite:///{tmp}/overhead.sqlite3", settings=TrackerSettings(), **options
+            f"sqlite:///{tmp}/overhead.sqlite3",
+            settings=TrackerSettings(database_writer=writer),
+            **options,
         )
         tracker.instrument(scheduler)
 
@@ -108,7 +110,7 @@ def with_tracker(**options: Any) -> Callable[[Any], Callable[[], None]]:
     return setup
 
 
-def with_every_signal() -> Callable[[Any], Callable[[], None]]:
+def with_every_signal(writer: str = "thread") -> Callable[[Any], Callable[[], None]]:
     """Database, metrics, an OpenTelemetry span per run (SDK provider, batch processor, an
     exporter that discards) and JSON logs (lifecycle events) to a file."""
     from opentelemetry.sdk.trace import TracerProvider
@@ -133,7 +135,7 @@ def with_every_signal() -> Callable[[Any], Callable[[], None]]:
         provider = TracerProvider(shutdown_on_exit=False)
         provider.add_span_processor(BatchSpanProcessor(Discard()))
         Discard.exported = 0
-        inner = with_tracker(tracing=True, tracer_provider=provider, logs=True)(scheduler)
+        inner = with_tracker(writer, tracing=True, tracer_provider=provider, logs=True)(scheduler)
 
         def teardown() -> None:
             inner()
@@ -158,6 +160,8 @@ VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
     "tracked: database + hub": (tracked, with_tracker(metrics=False)),
     "tracked: database + metrics (defaults)": (tracked, with_tracker()),
     "every signal (db, metrics, spans, logs)": (tracked, with_every_signal()),
+    "database + hub, writer process": (tracked, with_tracker("process", metrics=False)),
+    "every signal, writer process": (tracked, with_every_signal("process")),
 }
 
 

@@ -52,6 +52,12 @@ def jobstore(request, tmp_path) -> str:
     return f"redis://127.0.0.1:6379/15#tracker-test-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(params=["thread", "process"])
+def writer(request) -> str:
+    """Where rows are written: the service's process, or the writer process."""
+    return str(request.param)
+
+
 def test_job_store_restores_the_tracked_function(database_url, jobstore, tmp_path) -> None:
     """A job stored by one process and run by a new one is still tracked from inside the run."""
     out = tmp_path / "run_id.txt"
@@ -138,9 +144,11 @@ def _run_through_outage(tracker: Tracker, block, unblock) -> None:
     assert sum(tracker.stats().dropped.values()) == 0
 
 
-def test_sqlite_locked_database_loses_nothing(sqlite_url) -> None:
+def test_sqlite_locked_database_loses_nothing(sqlite_url, writer) -> None:
     """While another connection holds SQLite's write lock, records wait and all arrive after."""
-    tracker = Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02))
+    tracker = Tracker(
+        sqlite_url, settings=TrackerSettings(flush_interval=0.02, database_writer=writer)
+    )
     path = sqlite_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -184,10 +192,10 @@ def postgres_database():
 
 
 @pytest.mark.postgres
-def test_postgres_outage_loses_nothing(postgres_database) -> None:
+def test_postgres_outage_loses_nothing(postgres_database, writer) -> None:
     """While PostgreSQL refuses connections, records wait, jobs carry on, and all arrive after."""
     url, set_allowed = postgres_database
-    tracker = Tracker(url, settings=TrackerSettings(flush_interval=0.02))
+    tracker = Tracker(url, settings=TrackerSettings(flush_interval=0.02, database_writer=writer))
     try:
         _run_through_outage(tracker, lambda: set_allowed(False), lambda: set_allowed(True))
         # Seen as an outage and retried, not as the sink breaking.
@@ -197,9 +205,12 @@ def test_postgres_outage_loses_nothing(postgres_database) -> None:
         tracker.close()
 
 
-def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog) -> None:
+def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog, writer) -> None:
     """Past the buffer bound, new records are dropped, counted and logged, and jobs still run."""
-    tracker = Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02, buffer_size=100))
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02, buffer_size=100, database_writer=writer),
+    )
     path = sqlite_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -215,9 +226,9 @@ def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog) -> None:
     assert "dropped" in caplog.text
 
 
-def test_clean_shutdown_loses_nothing(tracker_factory) -> None:
+def test_clean_shutdown_loses_nothing(tracker_factory, writer) -> None:
     """Close right after a burst of runs: every one of them is in the database."""
-    tracker = tracker_factory(flush_interval=1.0)
+    tracker = tracker_factory(flush_interval=1.0, database_writer=writer)
     for _ in range(500):
         support.ok_job()
     tracker.close()
@@ -252,10 +263,10 @@ def test_shutdown_mid_run_records_interrupted(tracker, database_url) -> None:
 
 
 @pytest.mark.postgres
-def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_path) -> None:
+def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_path, writer) -> None:
     """Database down at a clean shutdown: records are spilled, and written at the next start."""
     url, set_allowed = postgres_database
-    settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path)
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path, database_writer=writer)
     tracker = Tracker(url, settings=settings)
     set_allowed(False)
     for _ in range(20):

@@ -22,6 +22,7 @@ from .settings import TrackerSettings
 from .sinks.alerts import AlertConfig, AlertSink, resolve_alerts
 from .sinks.database import (
     DatabaseSink,
+    ProcessDatabaseSink,
     create_tracker_engine,
     default_url,
     get_execution,
@@ -113,16 +114,30 @@ class Tracker:
             interval=self.settings.flush_interval,
             queue_capacity=self.settings.buffer_size,
         )
-        self.database = DatabaseSink(
-            self.engine,
-            instance=self.hub.instance,
-            buffer_size=self.settings.buffer_size,
-            auto_migrate=self.settings.auto_migrate,
-            heartbeat_interval=self.settings.heartbeat_interval,
-            stale_after=self.settings.stale_after,
-            on_drop=self.hub.count_drop,
-            spill_dir=self.settings.spill_dir,
-        )
+        self.database: DatabaseSink | ProcessDatabaseSink
+        if self.settings.database_writer == "process":
+            self.database = ProcessDatabaseSink(
+                self.engine.url.render_as_string(hide_password=False),
+                instance=self.hub.instance,
+                buffer_size=self.settings.buffer_size,
+                auto_migrate=self.settings.auto_migrate,
+                heartbeat_interval=self.settings.heartbeat_interval,
+                stale_after=self.settings.stale_after,
+                on_drop=self.hub.count_drop,
+                spill_dir=self.settings.spill_dir,
+                interval=self.settings.flush_interval,
+            )
+        else:
+            self.database = DatabaseSink(
+                self.engine,
+                instance=self.hub.instance,
+                buffer_size=self.settings.buffer_size,
+                auto_migrate=self.settings.auto_migrate,
+                heartbeat_interval=self.settings.heartbeat_interval,
+                stale_after=self.settings.stale_after,
+                on_drop=self.hub.count_drop,
+                spill_dir=self.settings.spill_dir,
+            )
         self.hub.add_sink(self.database)
         sinks = list(sinks)
         # Prometheus metrics: a MetricsSink given in ``sinks``, else one of ours on ``registry``.
@@ -245,6 +260,7 @@ class Tracker:
         if self.watchdog is not None:
             self.watchdog.stop()
         self.hub.close(timeout)
+        self.engine.dispose()  # the readers' connections (a writer process has its own)
 
     def __enter__(self) -> Tracker:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,11 @@ class TrackerSettings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the history database; default a SQLite file "
         "`tracker.sqlite3` in the working directory. `postgresql://` uses psycopg 3.",
+    )
+    database_writer: Literal["thread", "process"] = Field(
+        default="thread",
+        description="Where rows are written: `thread` (in the service's process) or `process` "
+        "(a child process, off the service's interpreter lock; for busy schedulers).",
     )
     flush_interval: float = Field(
         default=0.05,

@@ -2,12 +2,14 @@
 
 from .engine import create_tracker_engine, default_url
 from .migrate import upgrade
+from .process_writer import ProcessDatabaseSink
 from .queries import get_execution, prune, select_executions
 from .schema import executions, instances, metadata
 from .writer import DatabaseSink, interrupt_dead_instances
 
 __all__ = [
     "DatabaseSink",
+    "ProcessDatabaseSink",
     "create_tracker_engine",
     "default_url",
     "executions",

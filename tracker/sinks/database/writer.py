@@ -229,15 +229,22 @@ class DatabaseSink(BaseSink):
             migrate.upgrade(self.engine)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(instances).values(
-                    instance=self.instance,
-                    hostname=hostname(),
-                    pid=os.getpid(),
-                    started_at=now,
-                    heartbeat_at=now,
-                )
+            # The row exists already when a writer process starts again for this instance.
+            known = conn.execute(
+                update(instances)
+                .where(instances.c.instance == self.instance)
+                .values(heartbeat_at=now, stopped_at=None)
             )
+            if not known.rowcount:
+                conn.execute(
+                    insert(instances).values(
+                        instance=self.instance,
+                        hostname=hostname(),
+                        pid=os.getpid(),
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
         self._ready = True
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)

@@ -1,0 +1,153 @@
+"""The writer process (``database_writer="process"``): same rows, and nothing lost when
+either process dies. Outages and shutdown spills are in test_durability.py (both writers)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import support
+
+from tracker import ConfigurationError, Status, Tracker, TrackerSettings, tracked_job
+from tracker.sinks.database import DatabaseSink, ProcessDatabaseSink
+
+
+@tracked_job(tags={"team": "billing"})
+def tagged(fail: bool) -> None:
+    if fail:
+        raise KeyError("missing invoice")
+
+
+def _record_runs(tracker: Tracker) -> list[tuple[object, ...]]:
+    for fail in (False, True, False):
+        with contextlib.suppress(KeyError):
+            tagged(fail)
+    assert tracker.flush(timeout=20)
+    rows = [
+        r for r in tracker.executions(job_id=tagged.__qualname__) if r.instance == tracker.instance
+    ]
+    assert len(rows) == 3
+    for row in rows:
+        assert row.started_at is not None and row.started_at.tzinfo is not None
+        assert row.finished_at is not None and row.finished_at >= row.started_at
+    return sorted(
+        (r.status, r.error_type, r.error_message, dict(r.tags), r.origin, bool(r.traceback))
+        for r in rows
+    )
+
+
+def test_rows_are_those_of_the_thread_writer(database_url, monkeypatch) -> None:
+    """Chosen by ``TRACKER_DATABASE_WRITER``, the writer process stores the very rows the
+    in-process writer stores for the same runs."""
+    with Tracker(database_url, settings=TrackerSettings(flush_interval=0.02)) as tracker:
+        assert isinstance(tracker.database, DatabaseSink)
+        expected = _record_runs(tracker)
+    monkeypatch.setenv("TRACKER_DATABASE_WRITER", "process")
+    with Tracker(database_url, settings=TrackerSettings(flush_interval=0.02)) as tracker:
+        assert isinstance(tracker.database, ProcessDatabaseSink)
+        assert tracker.database.pid not in (None, os.getpid())
+        got = _record_runs(tracker)
+        assert tracker.database.healthy and tracker.database.written >= 3
+    assert got == expected
+    assert [r[0] for r in got].count(Status.FAILED) == 1
+
+
+def test_a_killed_writer_process_loses_nothing(sqlite_url) -> None:
+    """SIGKILL the writer mid-stream: another starts, gets what was not durable, and every
+    run is written once."""
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process")
+    with Tracker(sqlite_url, settings=settings) as tracker:
+        sink = tracker.database
+        assert isinstance(sink, ProcessDatabaseSink)
+        first = sink.pid
+        assert first is not None
+        for i in range(300):
+            support.ok_job()
+            if i == 150:
+                os.kill(first, signal.SIGKILL)
+        assert tracker.flush(timeout=30)
+        assert sink.restarts == 1
+        assert sink.pid not in (None, first)
+        assert sink.healthy
+        assert len(tracker.executions(job_id="ok_job", limit=1000)) == 300
+        assert sum(tracker.stats().dropped.values()) == 0
+
+
+SERVICE = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import support
+    from tracker import Tracker, TrackerSettings
+    tracker = Tracker(sys.argv[1], settings=TrackerSettings(
+        flush_interval=0.02, database_writer="process", spill_dir=sys.argv[2]))
+    for _ in range(200):
+        support.ok_job()
+    deadline = time.monotonic() + 20
+    # Handed to the writer process (which cannot write: the test holds the lock).
+    while tracker.hub.stats().pending != 200 or tracker.database.pending != 200:
+        assert time.monotonic() < deadline, tracker.hub.stats()
+        time.sleep(0.02)
+    print(tracker.database.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_killed_service_s_writer_writes_what_it_received(sqlite_url, tmp_path) -> None:
+    """The service is killed while the database is locked: its writer process sees the pipe
+    close, waits out the lock, writes the 200 runs it was sent, and exits."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    Tracker(sqlite_url).close()  # tables made before the lock is taken
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
+    log = tmp_path / "service.log"
+    with log.open("w") as stderr:  # shared with the writer process, which outlives the service
+        service = subprocess.Popen(
+            [sys.executable, "-c", SERVICE, sqlite_url, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert service.stdout is not None
+        writer = int(service.stdout.readline())
+        assert service.wait(30) == -signal.SIGKILL, log.read_text()
+        time.sleep(0.3)
+        assert _alive(writer), log.read_text()
+    finally:
+        if service.stdout is not None:
+            service.stdout.close()
+        holder.execute("COMMIT")
+        holder.close()
+    support.wait_for(lambda: not _alive(writer), timeout=30)
+    assert not list(tmp_path.glob("*.jsonl")), log.read_text()
+    with sqlite3.connect(path) as conn:
+        written = conn.execute(
+            "SELECT count(*) FROM job_executions WHERE job_id = 'ok_job' AND status = 'succeeded'"
+        ).fetchone()[0]
+    assert written == 200
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not reaped: its parent was killed) counts as gone.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_an_in_memory_database_is_refused() -> None:
+    """Two processes cannot share an in-memory SQLite database: a clear error, at start."""
+    with pytest.raises(ConfigurationError, match="in memory"):
+        Tracker("sqlite://", settings=TrackerSettings(database_writer="process"))

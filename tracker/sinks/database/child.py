@@ -1,0 +1,222 @@
+"""The database writer process: a :class:`DatabaseSink` fed through a pipe by the tracker.
+
+Started by :class:`~tracker.sinks.database.process_writer.ProcessDatabaseSink` as
+``python -c "...main()"``; it reads messages (:mod:`.frames`) on its standard input and
+answers on its standard output, which nothing else may write to (``print`` goes to
+standard error here):
+
+* ``("config", {...})`` first: where and how to write;
+* ``("records", seq, [row, ...])``: records as plain tuples (see :func:`from_plain`);
+* ``("flush", token, timeout)`` and ``("close", token, timeout)``.
+
+It answers ``("status", token, ok, acked, stats, dropped)``: at start (token ``"ready"``),
+for each flush and close, and whenever what it reports changed. ``acked`` is the highest
+``seq`` up to which every record is durable (written, spilled at close, or dropped and
+counted). When the tracker's process ends, even killed, this one sees its input close,
+writes what it holds (spills it if the database is down) and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import time
+from types import MappingProxyType
+from typing import Any
+
+from ..._record import _EMPTY_TAGS, Execution, Origin, Status
+from .engine import create_tracker_engine
+from .frames import encode, read_frame, write_all
+from .writer import DatabaseSink
+
+logger = logging.getLogger("tracker.database")
+
+_new_execution = Execution._make
+_STATUS = {s.value: s for s in Status}
+_ORIGIN = {o.value: o for o in Origin}
+_BATCH = 50_000  # records merged before one write, when frames queue up
+
+
+def to_plain(e: Execution) -> tuple[Any, ...]:
+    """A record as a tuple of plain values (enums as text, tags as a dict) to pickle."""
+    (
+        run_id,
+        job_id,
+        job_name,
+        status,
+        scheduled_at,
+        started_at,
+        finished_at,
+        duration_s,
+        lateness_s,
+        error_type,
+        error_message,
+        traceback,
+        instance,
+        origin,
+        coalesced,
+        trace_id,
+        span_id,
+        tags,
+    ) = e
+    return (
+        run_id,
+        job_id,
+        job_name,
+        status._value_,
+        scheduled_at,
+        started_at,
+        finished_at,
+        duration_s,
+        lateness_s,
+        error_type,
+        error_message,
+        traceback,
+        instance,
+        origin._value_,
+        coalesced,
+        trace_id,
+        span_id,
+        dict(tags) if tags else None,
+    )
+
+
+def from_plain(row: tuple[Any, ...]) -> Execution:
+    """The record :func:`to_plain` made ``row`` from."""
+    values = list(row)
+    values[3] = _STATUS[values[3]]
+    values[13] = _ORIGIN[values[13]]
+    tags = values[17]
+    values[17] = MappingProxyType(tags) if tags else _EMPTY_TAGS
+    return _new_execution(values)
+
+
+class _Writer:
+    """The loop of the writer process."""
+
+    def __init__(self, config: dict[str, Any], fd_in: int, fd_out: int) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.interval = float(config["interval"])
+        self.received = 0  # highest seq received
+        self.acked = 0
+        self.dropped = 0
+        self.reported: tuple[object, ...] = ()
+        self.orphaned = False
+        self.sink = DatabaseSink(
+            create_tracker_engine(config["url"]),
+            instance=config["instance"],
+            buffer_size=config["buffer_size"],
+            auto_migrate=config["auto_migrate"],
+            heartbeat_interval=config["heartbeat_interval"],
+            stale_after=config["stale_after"],
+            max_backoff=config["max_backoff"],
+            spill_dir=config["spill_dir"],
+            on_drop=self._count_drop,
+        )
+
+    def _count_drop(self, sink: str, count: int) -> None:
+        self.dropped += count
+
+    def stats(self) -> dict[str, Any]:
+        sink = self.sink
+        return {
+            "pending": sink.pending,
+            "healthy": sink.healthy,
+            "ready": sink._ready,
+            "last_error": sink.last_error,
+            "last_write_at": sink.last_write_at,
+            "written": sink.written,
+        }
+
+    def report(self, token: object = None, ok: bool | None = None) -> None:
+        """Send the status when asked (``token``) or when it changed."""
+        if not self.sink.pending:
+            self.acked = self.received
+        stats = self.stats()
+        state = (self.acked, self.dropped, stats["healthy"], stats["last_error"])
+        if token is None and state == self.reported:
+            return
+        self.reported = state
+        message = ("status", token, ok, self.acked, stats, self.dropped)
+        self.dropped = 0
+        if self.orphaned:
+            return
+        try:
+            write_all(self.fd_out, encode(message))
+        except OSError:  # the tracker's process is gone; its input's end comes next
+            self.orphaned = True
+
+    def run(self) -> None:
+        self.report("ready", self.sink.healthy)
+        next_tick = time.monotonic() + self.interval
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            if not select.select([self.fd_in], [], [], timeout)[0]:
+                self.sink.tick()
+                next_tick = time.monotonic() + self.interval
+                self.report()
+                continue
+            try:
+                message = read_frame(self.fd_in)
+            except EOFError:  # the tracker's process is gone: keep what was sent
+                self.sink.close(30.0)
+                return
+            if self.dispatch(message):
+                return
+
+    def dispatch(self, message: tuple[Any, ...]) -> bool:
+        """Act on one message (and the records queued behind it); ``True`` to stop."""
+        kind = message[0]
+        if kind == "records":
+            records = [from_plain(row) for row in message[2]]
+            self.received = message[1]
+            while len(records) < _BATCH and select.select([self.fd_in], [], [], 0)[0]:
+                try:
+                    following = read_frame(self.fd_in)
+                except EOFError:
+                    break  # handled at the next read
+                if following[0] != "records":
+                    self.sink.handle(records)
+                    return self.dispatch(following)
+                records.extend(from_plain(row) for row in following[2])
+                self.received = following[1]
+            self.sink.handle(records)
+            self.report()
+        elif kind == "flush":
+            ok = self.sink.flush(float(message[2]))
+            self.report(message[1], ok)
+        elif kind == "close":
+            self.sink.close(float(message[2]))
+            # Written, or spilled to a file the next tracker loads: nothing is left here.
+            ok = not self.sink.pending
+            self.report(message[1], ok)
+            return True
+        return False
+
+
+def main() -> None:
+    """Entry point of the writer process."""
+    fd_in = sys.stdin.fileno()
+    fd_out = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray output must not reach the pipe
+    kind, config = read_frame(fd_in)
+    if kind != "config":
+        raise SystemExit(f"tracker database writer: expected the config first, got {kind!r}")
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s %(levelname)s %(name)s [writer {os.getpid()}] %(message)s",
+    )
+    logging.getLogger("tracker").setLevel(config.get("log_level", logging.WARNING))
+    writer = _Writer(config, fd_in, fd_out)
+    try:
+        writer.run()
+    except Exception:
+        logger.exception("tracker database writer process failed")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""The database sink with its writer in a child process (``database_writer="process"``).
+
+The in-process :class:`~tracker.sinks.database.DatabaseSink` turns records into rows and
+binds them on a thread of the service's own process, so its work competes with the jobs
+for the interpreter lock. This sink only pickles each record (about 2 µs) and pipes the
+batch to a child process (:mod:`.child`) that runs the same ``DatabaseSink`` there: same
+merging, batching, retries, spill and heartbeat, on the machine's other cores.
+
+Nothing is lost when the child dies: every batch is kept here until the child reports it
+durable, and a new child (started again, at most once a second) gets what was not. The
+kept batches are bounded by ``buffer_size`` (beyond it new records are dropped and
+counted). When the service's process is killed, the child sees its input close and
+writes what it had received before exiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..._exceptions import ConfigurationError
+from ..._record import Execution
+from ..._sink import BaseSink, TrackerEvent
+from . import spill
+from .child import from_plain, to_plain
+from .engine import normalise_url, redact
+from .frames import encode, read_frame, write_all
+
+logger = logging.getLogger("tracker.database")
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from tracker.sinks.database.child import main; main()"
+)
+_RESTART_EVERY_S = 1.0
+
+
+class _Child:
+    """One writer process and the thread reading its answers."""
+
+    def __init__(self, config: dict[str, Any], on_message: Callable[[tuple[Any, ...]], None]):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.fd_in = self.process.stdin.fileno()
+        self.fd_out = self.process.stdout.fileno()
+        self.alive = True
+        self._on_message = on_message
+        self.send(encode(("config", config)))
+        self.reader = threading.Thread(
+            target=self._read, name="tracker-sink-database-reader", daemon=True
+        )
+        self.reader.start()
+
+    def send(self, frame: bytes) -> None:
+        write_all(self.fd_in, frame)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self._on_message(read_frame(self.fd_out))
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            self.alive = False
+            self._on_message(("exited",))
+
+    def stop(self, timeout: float) -> int | None:
+        """Wait for the process to end (killing it after ``timeout``); its exit code."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # the writer's cue to write what it holds and exit
+        except OSError:
+            pass
+        try:
+            code = self.process.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if threading.current_thread() is not self.reader:
+            self.reader.join(1.0)  # it ends at the end of the pipe, now that the writer exited
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return code
+
+
+class ProcessDatabaseSink(BaseSink):
+    """Writes every record to ``job_executions`` from a child process.
+
+    Same contract as :class:`~tracker.sinks.database.DatabaseSink` (``flush()`` makes
+    everything durable, ``close()`` flushes or spills, outages are retried), and the same
+    health attributes, read from the child's reports.
+    """
+
+    name = "database"
+    handles_jobs = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        buffer_size: int = 100_000,
+        auto_migrate: bool = True,
+        heartbeat_interval: float = 10.0,
+        stale_after: float = 60.0,
+        on_drop: Callable[[str, int], None] | None = None,
+        max_backoff: float = 5.0,
+        spill_dir: Path | None = None,
+        interval: float = 0.05,
+        start_timeout: float = 60.0,
+    ) -> None:
+        url = normalise_url(url)
+        if url.startswith("sqlite") and url.split("?", 1)[0].rstrip("/") in (
+            "sqlite:",
+            "sqlite:/",
+            "sqlite:///:memory:",
+        ):
+            raise ConfigurationError(
+                "database_writer='process' needs a database both processes can open: "
+                f"{redact(url)} is in memory"
+            )
+        self.instance = instance
+        self.buffer_size = buffer_size
+        self.spill_dir = spill_dir if spill_dir is not None else spill.default_spill_dir()
+        self._url = redact(url)
+        self._spill_key = redact(url)
+        self._config: dict[str, Any] = {
+            "url": url,
+            "instance": instance,
+            "buffer_size": buffer_size,
+            "auto_migrate": auto_migrate,
+            "heartbeat_interval": heartbeat_interval,
+            "stale_after": stale_after,
+            "max_backoff": max_backoff,
+            "spill_dir": self.spill_dir,
+            "interval": interval,
+            "log_level": logging.getLogger("tracker").getEffectiveLevel(),
+        }
+        self._on_drop = on_drop
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._unacked: collections.deque[tuple[int, list[tuple[Any, ...]]]] = collections.deque()
+        self._unacked_count = 0
+        self._seq = 0
+        self._tokens = itertools.count(1)
+        self._replies: dict[object, bool | None] = {}
+        self._stats: dict[str, Any] = {
+            "pending": 0,
+            "healthy": False,
+            "ready": False,
+            "last_error": None,
+            "last_write_at": None,
+            "written": 0,
+        }
+        self._written_before = 0  # by children that exited
+        self._next_start = 0.0
+        self._closing = False
+        self.restarts = 0
+        """Times the writer process had to be started again."""
+        self._child: _Child | None = None
+        self._start(start_timeout)
+        if self._child is None:
+            raise ConfigurationError(
+                f"the database writer process did not start within {start_timeout:g} s "
+                f"({self._stats['last_error']})"
+            )
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Records not yet durable (kept here until the writer process reports them)."""
+        return self._unacked_count
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the writer process runs and its last use of the database succeeded."""
+        child = self._child
+        return child is not None and child.alive and bool(self._stats["healthy"])
+
+    @property
+    def last_error(self) -> str | None:
+        error: str | None = self._stats["last_error"]
+        return error
+
+    @property
+    def last_write_at(self) -> datetime | None:
+        when: datetime | None = self._stats["last_write_at"]
+        return when
+
+    @property
+    def written(self) -> int:
+        """Rows written (by every writer process this sink started)."""
+        return self._written_before + int(self._stats["written"])
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id (``None`` while it is not running)."""
+        child = self._child
+        return child.process.pid if child is not None and child.alive else None
+
+    # -- the child -----------------------------------------------------------------
+
+    def _start(self, timeout: float) -> None:
+        """Start a writer process, send it what is not durable yet, wait for it to be ready."""
+        self._next_start = time.monotonic() + _RESTART_EVERY_S
+        try:
+            child = _Child(self._config, self._on_message)
+        except OSError as exc:
+            self._stats["last_error"] = f"cannot start the writer process: {exc}"
+            logger.error("tracker %s", self._stats["last_error"])
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._replies.pop("ready", None)
+            while "ready" not in self._replies and child.alive:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            ready = "ready" in self._replies
+        if not ready:
+            code = child.stop(1.0)
+            self._stats["last_error"] = f"the writer process exited at start (exit code {code})"
+            logger.error("tracker %s; its output is above", self._stats["last_error"])
+            return
+        try:
+            for seq, rows in list(self._unacked):  # a new child gets what the last one lost
+                child.send(encode(("records", seq, rows)))
+        except OSError:
+            return
+        self._child = child
+
+    def _ensure_child(self) -> _Child | None:
+        child = self._child
+        if child is not None and child.alive:
+            return child
+        if self._closing or time.monotonic() < self._next_start:
+            return None
+        if child is not None:
+            code = child.stop(1.0)
+            self._child = None
+            self._written_before += int(self._stats["written"])
+            self._stats["written"] = 0
+            self.restarts += 1
+            self._stats["last_error"] = f"the writer process exited (exit code {code})"
+            logger.error(
+                "tracker database writer process exited (exit code %s); starting another, "
+                "%d records to send again",
+                code,
+                self._unacked_count,
+            )
+        self._start(30.0)
+        return self._child
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "exited":
+            with self._cond:
+                self._cond.notify_all()
+            return
+        _, token, ok, acked, stats, dropped = message
+        if dropped and self._on_drop is not None:
+            self._on_drop(self.name, dropped)
+        with self._cond:
+            self._stats = stats
+            unacked = self._unacked
+            while unacked and unacked[0][0] <= acked:
+                self._unacked_count -= len(unacked.popleft()[1])
+            if token is not None:
+                self._replies[token] = ok
+                self._cond.notify_all()
+
+    def _send(self, frame: bytes) -> bool:
+        """Send ``frame`` to the writer process; ``False`` if it is not running."""
+        with self._send_lock:
+            child = self._ensure_child()
+            if child is None:
+                return False
+            try:
+                child.send(frame)
+            except OSError:  # it died: the next call starts another, which gets the rest
+                child.alive = False
+                return False
+        return True
+
+    def _ask(self, kind: str, timeout: float) -> bool | None:
+        """Send ``kind`` (flush, close) and wait for its answer; ``None`` if none came."""
+        token = next(self._tokens)
+        if not self._send(encode((kind, token, timeout))):
+            return None
+        deadline = time.monotonic() + timeout + 1.0
+        with self._cond:
+            while token not in self._replies:
+                child = self._child
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or child is None or not child.alive:
+                    return None
+                self._cond.wait(min(remaining, 0.5))
+            return self._replies.pop(token)
+
+    # -- sink protocol -------------------------------------------------------------
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        rows = [to_plain(e) for e in events if isinstance(e, Execution)]
+        if not rows:
+            return
+        room = self.buffer_size - self._unacked_count
+        if room < len(rows):
+            dropped = len(rows) - max(room, 0)
+            rows = rows[: max(room, 0)]
+            if self._on_drop is not None:
+                self._on_drop(self.name, dropped)
+            else:
+                logger.error("tracker database buffer full: dropped %d records", dropped)
+            if not rows:
+                return
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            self._unacked.append((seq, rows))
+            self._unacked_count += len(rows)
+        self._send(encode(("records", seq, rows)))
+
+    def tick(self) -> None:
+        child = self._child
+        if child is None or not child.alive:
+            with self._send_lock:
+                self._ensure_child()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return not self._unacked_count
+            ok = self._ask("flush", remaining)
+            if ok and not self._unacked_count:
+                return True
+            if ok is None:  # no writer process right now: wait for the next start
+                time.sleep(min(max(0.0, deadline - time.monotonic()), 0.1))
+
+    def close(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ok = self._ask("close", max(0.1, timeout - 1.0))
+        self._closing = True
+        child = self._child
+        if child is not None:
+            code = child.stop(max(0.1, deadline - time.monotonic()))
+            if code:
+                logger.error("tracker database writer process exited with code %s", code)
+        if self._unacked_count and not ok:
+            self._spill_here()
+
+    def _spill_here(self) -> None:
+        """The writer process could not take them: spill what is not durable from here."""
+        records = [from_plain(row) for _, rows in self._unacked for row in rows]
+        try:
+            path = spill.spill(self.spill_dir, self._spill_key, self.instance, records)
+        except OSError as exc:
+            logger.error(
+                "tracker could not write %d records to %s before shutdown, nor spill them: %s",
+                len(records),
+                self._url,
+                exc,
+            )
+            return
+        logger.warning(
+            "tracker could not write %d records to %s before shutdown; kept in %s "
+            "until a tracker on this database starts again",
+            len(records),
+            self._url,
+            path,
+        )
+        self._unacked.clear()
+        self._unacked_count = 0
