@@ -151,3 +151,33 @@ def test_an_in_memory_database_is_refused() -> None:
     """Two processes cannot share an in-memory SQLite database: a clear error, at start."""
     with pytest.raises(ConfigurationError, match="in memory"):
         Tracker("sqlite://", settings=TrackerSettings(database_writer="process"))
+
+
+def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> None:
+    """The writer process stops (SIGSTOP) and its pipe fills: the jobs carry on, close()
+    returns within its timeout, and what was not durable is spilled, then written by the
+    next tracker."""
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    tracker = Tracker(sqlite_url, settings=settings)
+    sink = tracker.database
+    assert isinstance(sink, ProcessDatabaseSink)
+    writer = sink.pid
+    assert writer is not None
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        for _ in range(3000):  # far more than a pipe holds
+            support.ok_job()
+        assert time.monotonic() - started < 10, "the jobs never waited for the writer"
+        support.wait_for(lambda: tracker.stats().pending == 3000)  # queued or unsent
+        started = time.monotonic()
+        tracker.close(timeout=3)
+        assert time.monotonic() - started < 8
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGCONT)
+    assert not _alive(writer), "the stuck writer was stopped"
+    assert list(tmp_path.glob("*.jsonl")), "what was not durable was spilled"
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+        assert again.flush(timeout=10)
+        assert len(again.executions(job_id="ok_job", limit=10_000)) == 3000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import sys
 import time
 from types import MappingProxyType
@@ -199,6 +200,10 @@ class _Writer:
 
 def main() -> None:
     """Entry point of the writer process."""
+    # Ctrl-C or a TERM sent to the whole process group is the tracker's to handle: it closes
+    # this process's input (or dies, which closes it too), and that ends this one cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd_in = sys.stdin.fileno()
     fd_out = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray output must not reach the pipe

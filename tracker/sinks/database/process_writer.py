@@ -285,9 +285,12 @@ class ProcessDatabaseSink(BaseSink):
                 self._replies[token] = ok
                 self._cond.notify_all()
 
-    def _send(self, frame: bytes) -> bool:
-        """Send ``frame`` to the writer process; ``False`` if it is not running."""
-        with self._send_lock:
+    def _send(self, frame: bytes, wait: float | None = None) -> bool:
+        """Send ``frame`` to the writer process; ``False`` if it is not running, or if
+        another send is stuck for ``wait`` seconds (a writer that stopped reading)."""
+        if not self._send_lock.acquire(timeout=-1 if wait is None else wait):
+            return False
+        try:
             child = self._ensure_child()
             if child is None:
                 return False
@@ -296,12 +299,14 @@ class ProcessDatabaseSink(BaseSink):
             except OSError:  # it died: the next call starts another, which gets the rest
                 child.alive = False
                 return False
+        finally:
+            self._send_lock.release()
         return True
 
     def _ask(self, kind: str, timeout: float) -> bool | None:
         """Send ``kind`` (flush, close) and wait for its answer; ``None`` if none came."""
         token = next(self._tokens)
-        if not self._send(encode((kind, token, timeout))):
+        if not self._send(encode((kind, token, timeout)), wait=timeout):
             return None
         deadline = time.monotonic() + timeout + 1.0
         with self._cond:
@@ -334,6 +339,10 @@ class ProcessDatabaseSink(BaseSink):
             seq = self._seq
             self._unacked.append((seq, rows))
             self._unacked_count += len(rows)
+        if self._closing:  # late: a send that was stuck at close() let this batch through
+            with self._send_lock:
+                self._spill_here()
+            return
         self._send(encode(("records", seq, rows)))
 
     def tick(self) -> None:
@@ -360,14 +369,19 @@ class ProcessDatabaseSink(BaseSink):
         self._closing = True
         child = self._child
         if child is not None:
-            code = child.stop(max(0.1, deadline - time.monotonic()))
+            # Killed if it does not exit in time (a stuck send then fails, and returns).
+            code = child.stop(max(0.1, deadline - time.monotonic()) if ok is not None else 0.0)
             if code:
                 logger.error("tracker database writer process exited with code %s", code)
         if self._unacked_count and not ok:
-            self._spill_here()
+            with self._send_lock:  # no batch half-sent any more: the list is complete
+                self._spill_here()
 
     def _spill_here(self) -> None:
-        """The writer process could not take them: spill what is not durable from here."""
+        """The writer process could not take them: spill what is not durable from here.
+
+        Each call writes the whole list again (the spill file is one per instance, replaced
+        atomically), so a batch that comes after the first spill is added, not lost."""
         records = [from_plain(row) for _, rows in self._unacked for row in rows]
         try:
             path = spill.spill(self.spill_dir, self._spill_key, self.instance, records)
@@ -386,5 +400,4 @@ class ProcessDatabaseSink(BaseSink):
             self._url,
             path,
         )
-        self._unacked.clear()
-        self._unacked_count = 0
+        self._unacked_count = 0  # kept in the list, for a later batch's spill
