@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import support
 
-from tracker import BaseSink, Execution, Status, TrackerEvent
+from tracker import BaseSink, Execution, Origin, Status, TrackerEvent
 from tracker._hub import Hub
 
 
@@ -217,6 +217,33 @@ def test_finished_runs_reach_sinks_without_a_flush() -> None:
         ("bad", Status.FAILED, "ValueError"),
     }
     assert hub.stats().pending == 0 and hub.stats().live_runs == 0
+    hub.close()
+
+
+def test_a_stream_of_runs_reaches_the_sinks_while_it_lasts() -> None:
+    """Runs ending back to back for a second and a half: the sinks get records within the
+    first half second, not only once the stream pauses (the hub hands them over in batches
+    as it builds them)."""
+    sink = Collect()
+    hub = Hub([sink], interval=0.02, announce_after=60.0)
+    first_seen: list[float] = []
+    started = time.monotonic()
+
+    def watch() -> None:
+        support.wait_for(lambda: sink.events, timeout=5, interval=0.005)
+        first_seen.append(time.monotonic() - started)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    produced = 0
+    while time.monotonic() - started < 1.5:
+        for _ in range(100):
+            hub.finish(hub.begin("j", "j", NOW, Origin.SCHEDULED, None, None, None))
+        produced += 100
+    watcher.join()
+    assert hub.flush(30)
+    assert len(sink.records()) == produced
+    assert first_seen[0] < 0.5, f"first records after {first_seen[0]:.2f} s"
     hub.close()
 
 

@@ -30,6 +30,8 @@ logger = logging.getLogger("tracker")
 
 _perf_counter = time.perf_counter
 _TOMBSTONES = 10_000
+_BATCH = 5_000
+"""Most finished runs turned into records before they are handed to the sinks."""
 _LOG_EVERY_S = 60.0
 
 
@@ -467,7 +469,12 @@ class Hub:
         for ``after`` seconds or more (default ``announce_after``) that was not published
         yet. Returns how many were announced."""
         after = self.announce_after if after is None else after
-        records = self._take_finished()
+        while True:
+            records = self._take_finished()
+            if len(records) < _BATCH:
+                break
+            with self._lock:  # a full batch: hand it over now, so sinks start on it
+                self._publish_many(records)
         count = 0
         with self._lock:
             self._publish_many(records)
@@ -480,20 +487,27 @@ class Hub:
         return count
 
     def _drain(self) -> None:
-        records = self._take_finished()
-        if records:
-            with self._lock:
-                self._publish_many(records)
+        while True:
+            records = self._take_finished()
+            if records:
+                with self._lock:
+                    self._publish_many(records)
+            if len(records) < _BATCH:
+                return
 
     def _take_finished(self) -> list[TrackerEvent]:
-        """The records of the runs :meth:`finish` queued, built outside ``_lock`` (the event
-        path's ``close_run`` must not wait for a batch). They are published under it: a run
-        announced as ``running`` was still live when the announcer looked, so its final
-        record, queued after that, is published after."""
+        """The records of (at most :data:`_BATCH` of) the runs :meth:`finish` queued, built
+        outside ``_lock`` (the event path's ``close_run`` must not wait for a batch). They are
+        published under it: a run announced as ``running`` was still live when the announcer
+        looked, so its final record, queued after that, is published after.
+
+        Bounded, so that under a stream of runs the sinks get batches as they are built
+        instead of one batch when the stream pauses (``bench/ingest.py``: the writer sat idle
+        for seconds while the hub's thread built 100,000 records)."""
         finished = self._finished
         records: list[TrackerEvent] = []
         popleft = finished.popleft
-        while finished:
+        for _ in range(min(len(finished), _BATCH)):
             try:
                 run, error, duration, final = popleft()
             except IndexError:  # another thread took the last one
