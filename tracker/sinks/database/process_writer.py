@@ -16,8 +16,6 @@ writes what it had received before exiting.
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import itertools
 import logging
 import subprocess
@@ -47,18 +45,6 @@ _BOOTSTRAP = (
 _RESTART_EVERY_S = 1.0
 
 
-_PIPE_BYTES = 1 << 20
-
-
-def _widen(fd: int) -> None:
-    """Let the pipe hold about 1 MB (some 10,000 records) instead of Linux's 64 KB, so the
-    writer's reading and its writing to the database overlap more (``bench/ingest.py``)."""
-    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setter is not None:
-        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
-            fcntl.fcntl(fd, setter, _PIPE_BYTES)
-
-
 class _Child:
     """One writer process and the thread reading its answers."""
 
@@ -72,7 +58,6 @@ class _Child:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.fd_in = self.process.stdin.fileno()
         self.fd_out = self.process.stdout.fileno()
-        _widen(self.fd_in)
         self.alive = True
         self._on_message = on_message
         self.send(encode(("config", config)))
