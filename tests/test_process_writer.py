@@ -170,6 +170,10 @@ def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> 
             support.ok_job()
         assert time.monotonic() - started < 10, "the jobs never waited for the writer"
         support.wait_for(lambda: tracker.stats().pending == 3000)  # queued or unsent
+        assert sink.healthy, "silent for less than answer_within"
+        sink.answer_within = 1.0
+        support.wait_for(lambda: not sink.healthy, timeout=5)
+        assert "has not answered" in (sink.last_error or "")
         started = time.monotonic()
         tracker.close(timeout=3)
         assert time.monotonic() - started < 8

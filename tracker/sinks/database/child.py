@@ -38,6 +38,7 @@ _new_execution = Execution._make
 _STATUS = {s.value: s for s in Status}
 _ORIGIN = {o.value: o for o in Origin}
 _BATCH = 50_000  # records merged before one write, when frames queue up
+_REPORT_EVERY_S = 1.0
 
 
 def to_plain(e: Execution) -> tuple[Any, ...]:
@@ -106,6 +107,7 @@ class _Writer:
         self.dropped = 0
         self.reported: tuple[object, ...] = ()
         self.orphaned = False
+        self.report_by = 0.0
         self.sink = DatabaseSink(
             create_tracker_engine(config["url"]),
             instance=config["instance"],
@@ -138,9 +140,11 @@ class _Writer:
             self.acked = self.received
         stats = self.stats()
         state = (self.acked, self.dropped, stats["healthy"], stats["last_error"])
-        if token is None and state == self.reported:
+        now = time.monotonic()
+        if token is None and state == self.reported and now < self.report_by:
             return
         self.reported = state
+        self.report_by = now + _REPORT_EVERY_S  # at least this often: the tracker sees it alive
         message = ("status", token, ok, self.acked, stats, self.dropped)
         self.dropped = 0
         if self.orphaned:

@@ -172,6 +172,10 @@ class ProcessDatabaseSink(BaseSink):
         self._closing = False
         self.restarts = 0
         """Times the writer process had to be started again."""
+        self.answer_within = 10.0
+        """Seconds of silence (it reports every second) after which the writer process is
+        reported unhealthy: stuck in a database call, or stopped."""
+        self._last_report = time.monotonic()
         self._child: _Child | None = None
         self._start(start_timeout)
         if self._child is None:
@@ -189,14 +193,26 @@ class ProcessDatabaseSink(BaseSink):
 
     @property
     def healthy(self) -> bool:
-        """Whether the writer process runs and its last use of the database succeeded."""
+        """Whether the writer process runs, answers, and its last use of the database
+        succeeded."""
         child = self._child
-        return child is not None and child.alive and bool(self._stats["healthy"])
+        return (
+            child is not None
+            and child.alive
+            and bool(self._stats["healthy"])
+            and self._silent_for() < self.answer_within
+        )
 
     @property
     def last_error(self) -> str | None:
+        silent = self._silent_for()
+        if silent >= self.answer_within:
+            return f"the writer process has not answered for {silent:.0f} s"
         error: str | None = self._stats["last_error"]
         return error
+
+    def _silent_for(self) -> float:
+        return time.monotonic() - self._last_report
 
     @property
     def last_write_at(self) -> datetime | None:
@@ -278,6 +294,7 @@ class ProcessDatabaseSink(BaseSink):
             self._on_drop(self.name, dropped)
         with self._cond:
             self._stats = stats
+            self._last_report = time.monotonic()
             unacked = self._unacked
             while unacked and unacked[0][0] <= acked:
                 self._unacked_count -= len(unacked.popleft()[1])
