@@ -4,6 +4,7 @@ either process dies. Outages and shutdown spills are in test_durability.py (both
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sqlite3
@@ -185,3 +186,38 @@ def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> 
     with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
         assert again.flush(timeout=10)
         assert len(again.executions(job_id="ok_job", limit=10_000)) == 3000
+
+
+def test_a_writer_that_keeps_dying_is_restarted_less_and_less_often(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    """Writers that die at start are started again after 1 s, then 2 s, 4 s... (not once a
+    second forever), and the records wait for one that works."""
+    from tracker.sinks.database import process_writer
+
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    tracker = Tracker(sqlite_url, settings=settings)
+    sink = tracker.database
+    assert isinstance(sink, ProcessDatabaseSink)
+    starts: list[float] = []
+    real_child = process_writer._Child
+
+    def failing_child(*args: object, **kwargs: object) -> object:
+        starts.append(time.monotonic())
+        return real_child(*args, **kwargs)
+
+    monkeypatch.setattr(process_writer, "_Child", failing_child)
+    monkeypatch.setattr(process_writer, "_BOOTSTRAP", "import sys; sys.exit(3)")
+    assert sink.pid is not None
+    os.kill(sink.pid, signal.SIGKILL)
+    for _ in range(10):
+        support.ok_job()
+    time.sleep(4.5)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 3, starts  # at about 0, 1 and 3 s
+    assert gaps[1] > gaps[0] * 1.5
+    assert not sink.healthy and sink.pending == 10
+    monkeypatch.undo()  # a writer that works: everything arrives
+    assert tracker.flush(timeout=15)
+    assert len(tracker.executions(job_id="ok_job")) == 10
+    tracker.close()

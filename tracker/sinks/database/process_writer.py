@@ -7,7 +7,8 @@ batch to a child process (:mod:`.child`) that runs the same ``DatabaseSink`` the
 merging, batching, retries, spill and heartbeat, on the machine's other cores.
 
 Nothing is lost when the child dies: every batch is kept here until the child reports it
-durable, and a new child (started again, at most once a second) gets what was not. The
+durable, and a new child (started again after a second, later ones spaced out up to a
+minute while none makes progress) gets what was not. The
 kept batches are bounded by ``buffer_size`` (beyond it new records are dropped and
 counted). When the service's process is killed, the child sees its input close and
 writes what it had received before exiting.
@@ -43,6 +44,7 @@ _BOOTSTRAP = (
     "from tracker.sinks.database.child import main; main()"
 )
 _RESTART_EVERY_S = 1.0
+_RESTART_MAX_S = 60.0
 
 
 class _Child:
@@ -169,6 +171,7 @@ class ProcessDatabaseSink(BaseSink):
         }
         self._written_before = 0  # by children that exited
         self._next_start = 0.0
+        self._failed_starts = 0
         self._closing = False
         self.restarts = 0
         """Times the writer process had to be started again."""
@@ -233,8 +236,13 @@ class ProcessDatabaseSink(BaseSink):
     # -- the child -----------------------------------------------------------------
 
     def _start(self, timeout: float) -> None:
-        """Start a writer process, send it what is not durable yet, wait for it to be ready."""
-        self._next_start = time.monotonic() + _RESTART_EVERY_S
+        """Start a writer process, send it what is not durable yet, wait for it to be ready.
+
+        Starts are spaced out while no batch becomes durable in between (a writer that
+        keeps failing): 1 s, 2 s, 4 s... up to a minute."""
+        delay = min(_RESTART_MAX_S, _RESTART_EVERY_S * 2**self._failed_starts)
+        self._next_start = time.monotonic() + delay
+        self._failed_starts += 1
         try:
             child = _Child(self._config, self._on_message)
         except OSError as exc:
@@ -255,6 +263,8 @@ class ProcessDatabaseSink(BaseSink):
             self._stats["last_error"] = f"the writer process exited at start (exit code {code})"
             logger.error("tracker %s; its output is above", self._stats["last_error"])
             return
+        if not self._unacked:
+            self._failed_starts = 0  # ready, and nothing resent that could make it fail
         try:
             for seq, rows in list(self._unacked):  # a new child gets what the last one lost
                 child.send(encode(("records", seq, rows)))
@@ -298,6 +308,7 @@ class ProcessDatabaseSink(BaseSink):
             unacked = self._unacked
             while unacked and unacked[0][0] <= acked:
                 self._unacked_count -= len(unacked.popleft()[1])
+                self._failed_starts = 0  # progress: a writer that keeps dying does not
             if token is not None:
                 self._replies[token] = ok
                 self._cond.notify_all()
