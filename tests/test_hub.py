@@ -247,6 +247,28 @@ def test_a_stream_of_runs_reaches_the_sinks_while_it_lasts() -> None:
     hub.close()
 
 
+class SlowToDescribe(Exception):
+    def __str__(self) -> str:
+        time.sleep(0.1)  # the record of a run failing with it takes this long to build
+        return "slow"
+
+
+def test_flush_waits_for_records_the_hubs_thread_is_building() -> None:
+    """flush() right after a run ended publishes it, even when the hub's thread took it a
+    moment before and is still building its record."""
+    sink = Collect()
+    hub = Hub([sink], interval=0.001, announce_after=60.0)
+    try:
+        hub.finish(hub.begin("j", "j", NOW, Origin.SCHEDULED, None, None, None), SlowToDescribe())
+        support.wait_for(lambda: not hub._finished, timeout=5, interval=0.001)  # taken
+        assert hub.flush(5)
+        assert [(r.error_type, r.error_message) for r in sink.records()] == [
+            (f"{__name__}.SlowToDescribe", "slow")
+        ]
+    finally:
+        hub.close()
+
+
 def test_a_run_finished_after_close_is_not_recorded_twice() -> None:
     """``close()`` records a live run as interrupted; the job returning afterwards adds nothing."""
     sink = Collect()

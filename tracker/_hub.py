@@ -106,6 +106,9 @@ class Hub:
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
         self._hooks: list[RunHook] = []
         self._lock = threading.Lock()
+        self._draining = threading.Lock()
+        """Held from taking finished runs to publishing their records: a flush() that finds
+        none left waits for those the hub's thread is still turning into records."""
         self._live: dict[Run, Run] = {}
         self._finished: deque[tuple[Run, BaseException | None, float, Status | None]] = deque()
         self._by_key: dict[Hashable, Run] = {}
@@ -469,31 +472,33 @@ class Hub:
         for ``after`` seconds or more (default ``announce_after``) that was not published
         yet. Returns how many were announced."""
         after = self.announce_after if after is None else after
-        while True:
-            records = self._take_finished()
-            if len(records) < _BATCH:
-                break
-            with self._lock:  # a full batch: hand it over now, so sinks start on it
+        with self._draining:
+            while True:
+                records = self._take_finished()
+                if len(records) < _BATCH:
+                    break
+                with self._lock:  # a full batch: hand it over now, so sinks start on it
+                    self._publish_many(records)
+            count = 0
+            with self._lock:
                 self._publish_many(records)
-        count = 0
-        with self._lock:
-            self._publish_many(records)
-            now = _perf_counter()
-            for run in list(self._live):
-                if not run.announced and now - run._t0 >= after:
-                    run.announced = True
-                    self._publish(run.snapshot())
-                    count += 1
+                now = _perf_counter()
+                for run in list(self._live):
+                    if not run.announced and now - run._t0 >= after:
+                        run.announced = True
+                        self._publish(run.snapshot())
+                        count += 1
         return count
 
     def _drain(self) -> None:
-        while True:
-            records = self._take_finished()
-            if records:
-                with self._lock:
-                    self._publish_many(records)
-            if len(records) < _BATCH:
-                return
+        with self._draining:
+            while True:
+                records = self._take_finished()
+                if records:
+                    with self._lock:
+                        self._publish_many(records)
+                if len(records) < _BATCH:
+                    return
 
     def _take_finished(self) -> list[TrackerEvent]:
         """The records of (at most :data:`_BATCH` of) the runs :meth:`finish` queued, built
