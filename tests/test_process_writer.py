@@ -148,10 +148,13 @@ def _alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_an_in_memory_database_is_refused() -> None:
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite+pysqlite:///:memory:", "sqlite:///file:db?mode=memory&uri=true"]
+)
+def test_an_in_memory_database_is_refused(url) -> None:
     """Two processes cannot share an in-memory SQLite database: a clear error, at start."""
     with pytest.raises(ConfigurationError, match="in memory"):
-        Tracker("sqlite://", settings=TrackerSettings(database_writer="process"))
+        Tracker(url, settings=TrackerSettings(database_writer="process"))
 
 
 def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> None:

@@ -28,6 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from ..._exceptions import ConfigurationError
 from ..._record import Execution
 from ..._sink import BaseSink, TrackerEvent
@@ -47,6 +50,20 @@ _RESTART_EVERY_S = 1.0
 _RESTART_MAX_S = 60.0
 
 
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (one per process, never shared)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # the engine reports the bad URL
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or parsed.query.get("mode") == "memory"
+    )
+
+
 class _Child:
     """One writer process and the thread reading its answers."""
 
@@ -62,7 +79,14 @@ class _Child:
         self.fd_out = self.process.stdout.fileno()
         self.alive = True
         self._on_message = on_message
-        self.send(encode(("config", config)))
+        try:
+            self.send(encode(("config", config)))
+        except OSError:  # it died at once: leave no process or pipe behind
+            self.process.kill()
+            self.process.wait()
+            self.process.stdin.close()
+            self.process.stdout.close()
+            raise
         self.reader = threading.Thread(
             target=self._read, name="tracker-sink-database-reader", daemon=True
         )
@@ -127,11 +151,7 @@ class ProcessDatabaseSink(BaseSink):
         start_timeout: float = 60.0,
     ) -> None:
         url = normalise_url(url)
-        if url.startswith("sqlite") and url.split("?", 1)[0].rstrip("/") in (
-            "sqlite:",
-            "sqlite:/",
-            "sqlite:///:memory:",
-        ):
+        if _in_memory(url):
             raise ConfigurationError(
                 "database_writer='process' needs a database both processes can open: "
                 f"{redact(url)} is in memory"
