@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -222,3 +223,41 @@ def test_a_writer_that_keeps_dying_is_restarted_less_and_less_often(
     assert tracker.flush(timeout=15)
     assert len(tracker.executions(job_id="ok_job")) == 10
     tracker.close()
+
+
+def test_a_dead_writer_does_not_make_the_services_runs_interrupted(sqlite_url, monkeypatch) -> None:
+    """The instance is the service's, not its writer's: while the killed writer cannot be
+    replaced, another tracker starting on the database leaves the service's run in progress
+    alone (the writer's pid is dead, the service's is not); once a writer works again, the
+    run is written as it ended."""
+    from tracker.sinks.database import process_writer
+
+    started, release = threading.Event(), threading.Event()
+
+    @tracked_job
+    def long_one() -> None:
+        started.set()
+        release.wait(10)
+
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process")
+    with Tracker(sqlite_url, settings=settings) as tracker:
+        sink = tracker.database
+        assert isinstance(sink, ProcessDatabaseSink)
+        job = threading.Thread(target=long_one)
+        job.start()
+        assert started.wait(5)
+        assert tracker.flush(10)  # the run is a running row
+        first = sink.pid
+        assert first is not None
+        monkeypatch.setattr(process_writer, "_BOOTSTRAP", "import sys; sys.exit(3)")
+        os.kill(first, signal.SIGKILL)
+        support.wait_for(lambda: sink.restarts == 1, timeout=15)
+        with Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02)) as other:
+            (row,) = other.executions(job_id=long_one.__qualname__)
+            assert row.status is Status.RUNNING, row.error_message
+        monkeypatch.undo()
+        release.set()
+        job.join()
+        assert tracker.flush(15)
+        (row,) = tracker.executions(job_id=long_one.__qualname__)
+        assert row.status is Status.SUCCEEDED

@@ -118,6 +118,7 @@ class _Writer:
             max_backoff=config["max_backoff"],
             spill_dir=config["spill_dir"],
             on_drop=self._count_drop,
+            pid=config["pid"],  # the service's: its death, not this process's, ends its runs
         )
 
     def _count_drop(self, sink: str, count: int) -> None:

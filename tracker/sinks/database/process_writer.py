@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -171,6 +172,7 @@ class ProcessDatabaseSink(BaseSink):
             "max_backoff": max_backoff,
             "spill_dir": self.spill_dir,
             "interval": interval,
+            "pid": os.getpid(),
             "log_level": logging.getLogger("tracker").getEffectiveLevel(),
         }
         self._on_drop = on_drop

@@ -53,8 +53,12 @@ class DatabaseSink(BaseSink):
         on_drop: Callable[[str, int], None] | None = None,
         max_backoff: float = 5.0,
         spill_dir: Path | None = None,
+        pid: int | None = None,
     ) -> None:
         self.engine = engine
+        self.pid = os.getpid() if pid is None else pid
+        """The process whose runs these are (its death makes their ``running`` rows
+        ``interrupted``): this one, or the service of a writer process."""
         self.instance = instance
         self.buffer_size = buffer_size
         self.auto_migrate = auto_migrate
@@ -233,14 +237,14 @@ class DatabaseSink(BaseSink):
             known = conn.execute(
                 update(instances)
                 .where(instances.c.instance == self.instance)
-                .values(heartbeat_at=now, stopped_at=None)
+                .values(heartbeat_at=now, stopped_at=None, pid=self.pid)
             )
             if not known.rowcount:
                 conn.execute(
                     insert(instances).values(
                         instance=self.instance,
                         hostname=hostname(),
-                        pid=os.getpid(),
+                        pid=self.pid,
                         started_at=now,
                         heartbeat_at=now,
                     )
