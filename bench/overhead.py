@@ -37,6 +37,7 @@ _done = threading.Event()
 _count = 0
 _target = 0
 _lock = threading.Lock()
+_cpu: list[float] = []  # CPU seconds of this process (all its threads) during each dispatch
 
 
 def _tick() -> None:
@@ -73,10 +74,12 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
     _done.clear()
     gc.collect()  # each round starts with the same, empty, garbage collector state
     started = time.perf_counter()
+    cpu = time.process_time()
     scheduler.resume()
     if not _done.wait(600):
         raise RuntimeError("jobs did not finish")
     elapsed = time.perf_counter() - started
+    _cpu.append(time.process_time() - cpu)
     # The last run can end before the scheduler's thread has removed the last one-shot jobs
     # from the store; shutting down under it makes APScheduler raise JobLookupError there.
     deadline = time.monotonic() + 30
@@ -171,10 +174,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     dispatch(500, plain_job, None)  # warm-up
     for _ in range(args.rounds):
         for name, (func, setup) in VARIANTS.items():
             times[name].append(dispatch(args.jobs, func, setup))
+            cpu[name].append(_cpu.pop())
     untracked = times["untracked APScheduler"]
     base = args.jobs / statistics.median(untracked)
     print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")
@@ -183,6 +188,11 @@ def main() -> None:
         paired = [u / s for u, s in zip(untracked, samples, strict=True)]  # same round
         spread = f"{min(paired):.1%} to {max(paired):.1%}"
         print(f"  {name:38s} {rate:9,.0f} runs/s  {rate / base:6.1%} of untracked  ({spread})")
+    print("CPU of this process per run (all its threads; a writer process's own is not counted)")
+    untracked_cpu = statistics.median(cpu["untracked APScheduler"]) / args.jobs * 1e6
+    for name, samples in cpu.items():
+        per_run = statistics.median(samples) / args.jobs * 1e6
+        print(f"  {name:38s} {per_run:6.1f} µs  (+{per_run - untracked_cpu:5.1f} µs)")
 
 
 if __name__ == "__main__":
