@@ -76,6 +76,7 @@ def test_a_killed_writer_process_loses_nothing(sqlite_url) -> None:
                 os.kill(first, signal.SIGKILL)
         assert tracker.flush(timeout=30)
         assert sink.restarts == 1
+        assert tracker.stats().sink_errors == {"database": 1}  # jobtracker_sink_errors_total
         assert sink.pid not in (None, first)
         assert sink.healthy
         assert len(tracker.executions(job_id="ok_job", limit=1000)) == 300

@@ -124,6 +124,7 @@ class Tracker:
                 heartbeat_interval=self.settings.heartbeat_interval,
                 stale_after=self.settings.stale_after,
                 on_drop=self.hub.count_drop,
+                on_error=self.hub.report_error,
                 spill_dir=self.settings.spill_dir,
                 interval=self.settings.flush_interval,
             )

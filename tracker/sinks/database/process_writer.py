@@ -51,6 +51,10 @@ _RESTART_EVERY_S = 1.0
 _RESTART_MAX_S = 60.0
 
 
+class WriterExited(RuntimeError):
+    """The writer process ended without being asked to (killed, or failed)."""
+
+
 def _in_memory(url: str) -> bool:
     """Whether ``url`` is an in-memory SQLite database (one per process, never shared)."""
     try:
@@ -146,6 +150,7 @@ class ProcessDatabaseSink(BaseSink):
         heartbeat_interval: float = 10.0,
         stale_after: float = 60.0,
         on_drop: Callable[[str, int], None] | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
         max_backoff: float = 5.0,
         spill_dir: Path | None = None,
         interval: float = 0.05,
@@ -176,6 +181,7 @@ class ProcessDatabaseSink(BaseSink):
             "log_level": logging.getLogger("tracker").getEffectiveLevel(),
         }
         self._on_drop = on_drop
+        self._on_error = on_error
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._unacked: collections.deque[tuple[int, list[tuple[Any, ...]]]] = collections.deque()
@@ -313,6 +319,8 @@ class ProcessDatabaseSink(BaseSink):
                 code,
                 self._unacked_count,
             )
+            if self._on_error is not None:  # counted as the sink's error (its metric, stats)
+                self._on_error(self.name, WriterExited(self._stats["last_error"]))
         self._start(30.0)
         return self._child
 
