@@ -300,7 +300,7 @@ class ProcessDatabaseSink(BaseSink):
             return
         self._child = child
 
-    def _ensure_child(self) -> _Child | None:
+    def _ensure_child(self, start_timeout: float = 30.0) -> _Child | None:
         child = self._child
         if child is not None and child.alive:
             return child
@@ -321,7 +321,7 @@ class ProcessDatabaseSink(BaseSink):
             )
             if self._on_error is not None:  # counted as the sink's error (its metric, stats)
                 self._on_error(self.name, WriterExited(self._stats["last_error"]))
-        self._start(30.0)
+        self._start(start_timeout)
         return self._child
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
@@ -349,7 +349,7 @@ class ProcessDatabaseSink(BaseSink):
         if not self._send_lock.acquire(timeout=-1 if wait is None else wait):
             return False
         try:
-            child = self._ensure_child()
+            child = self._ensure_child(30.0 if wait is None else max(0.1, wait))
             if child is None:
                 return False
             try:
@@ -442,7 +442,9 @@ class ProcessDatabaseSink(BaseSink):
         atomically), so a batch that comes after the first spill is added, not lost."""
         records = [from_plain(row) for _, rows in self._unacked for row in rows]
         try:
-            path = spill.spill(self.spill_dir, self._spill_key, self.instance, records)
+            # A file of its own: the writer process may have spilled to the instance's.
+            name = f"{self.instance}+service"
+            path = spill.spill(self.spill_dir, self._spill_key, name, records)
         except OSError as exc:
             logger.error(
                 "tracker could not write %d records to %s before shutdown, nor spill them: %s",
