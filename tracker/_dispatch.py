@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ._sink import Sink, TrackerEvent
 
 logger = logging.getLogger("tracker")
+_LATE_JOIN_S = 2.0
 
 
 class _FlushRequest:
@@ -103,6 +104,10 @@ class SinkWorker:
             self.sink.close(max(0.1, deadline - time.monotonic()))
         except Exception as exc:  # a sink's own failure stays ours
             self._on_error(self.sink.name, exc)
+        if self._thread.is_alive():
+            # It was stuck in the sink, which close() may have released (a writer process
+            # killed): let it hand over what is left (spilled by then) before we return.
+            self._thread.join(_LATE_JOIN_S)
 
     def _run(self) -> None:
         while True:
