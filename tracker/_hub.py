@@ -473,15 +473,9 @@ class Hub:
         yet. Returns how many were announced."""
         after = self.announce_after if after is None else after
         with self._draining:
-            while True:
-                records = self._take_finished()
-                if len(records) < _BATCH:
-                    break
-                with self._lock:  # a full batch: hand it over now, so sinks start on it
-                    self._publish_many(records)
+            self._drain_locked()
             count = 0
             with self._lock:
-                self._publish_many(records)
                 now = _perf_counter()
                 for run in list(self._live):
                     if not run.announced and now - run._t0 >= after:
@@ -492,36 +486,35 @@ class Hub:
 
     def _drain(self) -> None:
         with self._draining:
-            while True:
-                records = self._take_finished()
-                if records:
-                    with self._lock:
-                        self._publish_many(records)
-                if len(records) < _BATCH:
-                    return
+            self._drain_locked()
 
-    def _take_finished(self) -> list[TrackerEvent]:
-        """The records of (at most :data:`_BATCH` of) the runs :meth:`finish` queued, built
-        outside ``_lock`` (the event path's ``close_run`` must not wait for a batch). They are
-        published under it: a run announced as ``running`` was still live when the announcer
-        looked, so its final record, queued after that, is published after.
+    def _drain_locked(self) -> None:
+        """Publish the records of the runs :meth:`finish` had queued when this started (runs
+        ending meanwhile wait for the next round), in batches of at most :data:`_BATCH`.
+
+        Under ``_draining``, so only one thread takes runs at a time. Records are built outside
+        ``_lock`` (the event path's ``close_run`` must not wait for a batch) and published
+        under it: a run announced as ``running`` was still live when the announcer looked, so
+        its final record, queued after that, is published after.
 
         Bounded, so that under a stream of runs the sinks get batches as they are built
         instead of one batch when the stream pauses (``bench/ingest.py``: the writer sat idle
         for seconds while the hub's thread built 100,000 records)."""
         finished = self._finished
-        records: list[TrackerEvent] = []
         popleft = finished.popleft
-        for _ in range(min(len(finished), _BATCH)):
-            try:
+        remaining = len(finished)
+        while remaining:
+            size = min(remaining, _BATCH)
+            remaining -= size
+            records: list[TrackerEvent] = []
+            for _ in range(size):
                 run, error, duration, final = popleft()
-            except IndexError:  # another thread took the last one
-                break
-            try:
-                records.append(self._final_record(run, final, error, duration))
-            except Exception as exc:  # one broken run must not stop the others
-                self.report_error("hub", exc)
-        return records
+                try:
+                    records.append(self._final_record(run, final, error, duration))
+                except Exception as exc:  # one broken run must not stop the others
+                    self.report_error("hub", exc)
+            with self._lock:
+                self._publish_many(records)
 
     def _publish_many(self, records: list[TrackerEvent]) -> None:
         if records:
