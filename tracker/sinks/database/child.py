@@ -6,7 +6,7 @@ answers on its standard output, which nothing else may write to (``print`` goes 
 standard error here):
 
 * ``("config", {...})`` first: where and how to write;
-* ``("records", seq, [row, ...])``: records as plain tuples (see :func:`from_plain`);
+* ``("records", seq, [row, ...])``: records as plain tuples (see :func:`.rows.to_plain`);
 * ``("flush", token, timeout)`` and ``("close", token, timeout)``.
 
 It answers ``("status", token, ok, acked, stats, dropped)``: at start (token ``"ready"``),
@@ -24,75 +24,17 @@ import select
 import signal
 import sys
 import time
-from types import MappingProxyType
 from typing import Any
 
-from ..._record import _EMPTY_TAGS, Execution, Origin, Status
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
+from .rows import from_plain
 from .writer import DatabaseSink
 
 logger = logging.getLogger("tracker.database")
 
-_new_execution = Execution._make
-_STATUS = {s.value: s for s in Status}
-_ORIGIN = {o.value: o for o in Origin}
 _BATCH = 50_000  # records merged before one write, when frames queue up
 _REPORT_EVERY_S = 1.0
-
-
-def to_plain(e: Execution) -> tuple[Any, ...]:
-    """A record as a tuple of plain values (enums as text, tags as a dict) to pickle."""
-    (
-        run_id,
-        job_id,
-        job_name,
-        status,
-        scheduled_at,
-        started_at,
-        finished_at,
-        duration_s,
-        lateness_s,
-        error_type,
-        error_message,
-        traceback,
-        instance,
-        origin,
-        coalesced,
-        trace_id,
-        span_id,
-        tags,
-    ) = e
-    return (
-        run_id,
-        job_id,
-        job_name,
-        status._value_,
-        scheduled_at,
-        started_at,
-        finished_at,
-        duration_s,
-        lateness_s,
-        error_type,
-        error_message,
-        traceback,
-        instance,
-        origin._value_,
-        coalesced,
-        trace_id,
-        span_id,
-        dict(tags) if tags else None,
-    )
-
-
-def from_plain(row: tuple[Any, ...]) -> Execution:
-    """The record :func:`to_plain` made ``row`` from."""
-    values = list(row)
-    values[3] = _STATUS[values[3]]
-    values[13] = _ORIGIN[values[13]]
-    tags = values[17]
-    values[17] = MappingProxyType(tags) if tags else _EMPTY_TAGS
-    return _new_execution(values)
 
 
 class _Writer:

@@ -36,9 +36,9 @@ from ..._exceptions import ConfigurationError
 from ..._record import Execution
 from ..._sink import BaseSink, TrackerEvent
 from . import spill
-from .child import from_plain, to_plain
 from .engine import normalise_url, redact
 from .frames import encode, read_frame, write_all
+from .rows import from_plain, to_plain
 
 logger = logging.getLogger("tracker.database")
 

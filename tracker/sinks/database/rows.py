@@ -1,4 +1,5 @@
-"""Converting between :class:`~tracker.Execution` records and table rows."""
+"""Converting between :class:`~tracker.Execution` records and table rows (and the plain
+tuples a writer process is sent)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from ..._record import Execution, Origin, Status
+from ..._record import _EMPTY_TAGS, Execution, Origin, Status
 
 
 def to_row(e: Execution) -> dict[str, Any]:
@@ -161,3 +162,30 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
         )
 
     return make
+
+
+_new_execution = Execution._make
+_STATUS = {s.value: s for s in Status}
+_ORIGIN = {o.value: o for o in Origin}
+_AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
+    Execution._fields.index(f) for f in ("status", "origin", "tags")
+)
+
+
+def to_plain(e: Execution) -> tuple[Any, ...]:
+    """A record as a tuple of plain values (enums as text, tags as a dict) to pickle."""
+    values = list(e)
+    values[_AT_STATUS] = e.status._value_
+    values[_AT_ORIGIN] = e.origin._value_
+    values[_AT_TAGS] = dict(e.tags) if e.tags else None
+    return tuple(values)
+
+
+def from_plain(row: tuple[Any, ...]) -> Execution:
+    """The record :func:`to_plain` made ``row`` from."""
+    values = list(row)
+    values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
+    values[_AT_ORIGIN] = _ORIGIN[values[_AT_ORIGIN]]
+    tags = values[_AT_TAGS]
+    values[_AT_TAGS] = MappingProxyType(tags) if tags else _EMPTY_TAGS
+    return _new_execution(values)
