@@ -69,9 +69,7 @@ class _Writer:
     def stats(self) -> dict[str, Any]:
         sink = self.sink
         return {
-            "pending": sink.pending,
             "healthy": sink.healthy,
-            "ready": sink._ready,
             "last_error": sink.last_error,
             "last_write_at": sink.last_write_at,
             "written": sink.written,

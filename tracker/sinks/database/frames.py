@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
-import time
 from typing import Any
 
 _HEADER = 4
 _MAX_FRAME = 1 << 30
-
-
-class FrameTimeout(TimeoutError):
-    """The other end did not take or give a whole message in time."""
 
 
 def encode(message: object) -> bytes:
@@ -26,35 +20,19 @@ def encode(message: object) -> bytes:
     return len(body).to_bytes(_HEADER, "big") + body
 
 
-def write_all(fd: int, data: bytes | memoryview, deadline: float | None = None) -> None:
-    """Write all of ``data`` to ``fd`` (blocking or not) before ``deadline`` (monotonic).
-
-    Raises :class:`FrameTimeout` when the reader does not keep up in time, ``OSError``
-    (``BrokenPipeError``) when it is gone.
-    """
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the (blocking) ``fd``; ``BrokenPipeError`` when the reader
+    is gone."""
     view = memoryview(data)
     while view:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:
-            written = 0
-        view = view[written:]
-        if view:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise FrameTimeout("the writer process is not reading")
-            select.select([], [fd], [], remaining)
+        view = view[os.write(fd, view) :]
 
 
-def read_exact(fd: int, size: int, deadline: float | None = None) -> bytes | None:
+def _read_exact(fd: int, size: int) -> bytes | None:
     """``size`` bytes from ``fd``; ``None`` at end of file before the first byte."""
     chunks: list[bytes] = []
     missing = size
     while missing:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise FrameTimeout("no whole message in time")
         chunk = os.read(fd, missing)
         if not chunk:
             if missing == size:
@@ -65,15 +43,15 @@ def read_exact(fd: int, size: int, deadline: float | None = None) -> bytes | Non
     return b"".join(chunks)
 
 
-def read_frame(fd: int, deadline: float | None = None) -> Any:
+def read_frame(fd: int) -> Any:
     """The next message from ``fd``; raises ``EOFError`` when the other end closed it."""
-    header = read_exact(fd, _HEADER, deadline)
+    header = _read_exact(fd, _HEADER)
     if header is None:
         raise EOFError("the other end closed the pipe")
     size = int.from_bytes(header, "big")
     if size > _MAX_FRAME:
         raise ValueError(f"message of {size} bytes: the pipe is out of step")
-    body = read_exact(fd, size, None)
+    body = _read_exact(fd, size)
     if body is None:
         raise EOFError("the pipe closed in the middle of a message")
     return pickle.loads(body)

@@ -190,9 +190,7 @@ class ProcessDatabaseSink(BaseSink):
         self._tokens = itertools.count(1)
         self._replies: dict[object, bool | None] = {}
         self._stats: dict[str, Any] = {
-            "pending": 0,
             "healthy": False,
-            "ready": False,
             "last_error": None,
             "last_write_at": None,
             "written": 0,
