@@ -165,8 +165,6 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
 
 
 _new_execution = Execution._make
-_STATUS = {s.value: s for s in Status}
-_ORIGIN = {o.value: o for o in Origin}
 _AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
     Execution._fields.index(f) for f in ("status", "origin", "tags")
 )
@@ -184,8 +182,8 @@ def to_plain(e: Execution) -> tuple[Any, ...]:
 def from_plain(row: tuple[Any, ...]) -> Execution:
     """The record :func:`to_plain` made ``row`` from."""
     values = list(row)
-    values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
-    values[_AT_ORIGIN] = _ORIGIN[values[_AT_ORIGIN]]
+    values[_AT_STATUS] = Status(values[_AT_STATUS])
+    values[_AT_ORIGIN] = Origin(values[_AT_ORIGIN])
     tags = values[_AT_TAGS]
     values[_AT_TAGS] = MappingProxyType(tags) if tags else _EMPTY_TAGS
     return _new_execution(values)
