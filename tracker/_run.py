@@ -28,8 +28,11 @@ class Run:
     __slots__ = (
         "_run_id",
         "_scheduled_at",
+        "_span_id",
+        "_span_ints",
         "_started_at",
         "_t0",
+        "_trace_id",
         "_wall0",
         "announced",
         "extras",
@@ -40,10 +43,8 @@ class Run:
         "key",
         "max_runtime",
         "origin",
-        "span_id",
         "tags",
         "token",
-        "trace_id",
     )
 
     def __init__(
@@ -77,8 +78,9 @@ class Run:
         self.tags = tags or _EMPTY_TAGS
         self.max_runtime = max_runtime
         self.key = key
-        self.trace_id: str | None = None
-        self.span_id: str | None = None
+        self._trace_id: str | None = None
+        self._span_id: str | None = None
+        self._span_ints: tuple[int, int] | None = None
         self.forced_status: Status | None = None
         self.extras: dict[str, object] = {}
         self.announced = False
@@ -96,6 +98,47 @@ class Run:
                 if run_id is None:
                     run_id = self._run_id = new_run_id(int(self._wall0 * 1000))
         return run_id
+
+    def set_span_ids(self, trace_id: int, span_id: int) -> None:
+        """The run's span ids as the tracer made them: written as hex when first read (mostly
+        on the hub's thread, after the run ended; formatting a 128-bit id costs the job's
+        path a microsecond)."""
+        self._span_ints = (trace_id, span_id)
+        self._trace_id = self._span_id = None
+
+    @property
+    def trace_id(self) -> str | None:
+        """The run's trace id (32 hex digits), if a tracing hook gave it one."""
+        trace_id = self._trace_id
+        if trace_id is None and self._span_ints is not None:
+            trace_id = self._trace_id = "%032x" % self._span_ints[0]  # noqa: UP031 (faster)
+        return trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: str | None) -> None:
+        self._written_ids()
+        self._trace_id = value
+
+    @property
+    def span_id(self) -> str | None:
+        """The run's span id (16 hex digits), if a tracing hook gave it one."""
+        span_id = self._span_id
+        if span_id is None and self._span_ints is not None:
+            span_id = self._span_id = "%016x" % self._span_ints[1]  # noqa: UP031
+        return span_id
+
+    @span_id.setter
+    def span_id(self, value: str | None) -> None:
+        self._written_ids()
+        self._span_id = value
+
+    def _written_ids(self) -> None:
+        """Write ids given as numbers as text now (one of them is being replaced)."""
+        ints = self._span_ints
+        if ints is not None:
+            self._trace_id = self.trace_id
+            self._span_id = self.span_id
+            self._span_ints = None
 
     @property
     def started_at(self) -> datetime:
