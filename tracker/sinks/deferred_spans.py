@@ -378,7 +378,7 @@ class DeferredSpans:
             and not stand_in.links
         ):
             attributes = self._attributes(stand_in)
-            attributes[self.status_attribute] = stand_in.status.value
+            attributes[self.status_attribute] = stand_in.status._value_
             limit = self._max_attributes
             if limit is None or len(attributes) <= limit:
                 self._readable(stand_in, attributes)

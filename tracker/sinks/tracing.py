@@ -121,7 +121,7 @@ def _attributes(run: Run | Execution) -> dict[str, Any]:
     return {
         ATTR_JOB_ID: run.job_id,
         ATTR_RUN_ID: run.run_id,
-        ATTR_ORIGIN: run.origin.value,
+        ATTR_ORIGIN: run.origin._value_,
         ATTR_SCHEDULED_AT: run.scheduled_at.isoformat(),
         ATTR_LATENESS: run.lateness_s or 0.0,
     }

@@ -45,7 +45,7 @@ def _job_context(run: Run) -> dict[str, Any]:
         "scheduled_at": run.scheduled_at.isoformat(),
         "started_at": run.started_at.isoformat(),
         "lateness_s": run.lateness_s,
-        "origin": run.origin.value,
+        "origin": run.origin._value_,
         "instance": run.instance,
         "max_runtime_s": run.max_runtime,
     }
