@@ -296,6 +296,42 @@ def test_no_scope_leaks_between_runs_on_a_reused_pool_thread(make: Any, sentry: 
     )
 
 
+def test_a_run_cut_short_by_close_leaves_its_scope_behind(make: Any, sentry: _Sentry) -> None:
+    """``close()`` records a run still in progress as interrupted, from the closing thread; when
+    the job returns, its thread leaves the run's isolation scope, so what the pool thread sends
+    next is not tagged with the dead run."""
+    release, running = threading.Event(), threading.Event()
+
+    @tracked_job
+    def long_report() -> None:
+        running.set()
+        release.wait(10)
+
+    def next_job() -> None:  # not tracked: the tracker is closed by then
+        sentry_sdk.capture_message("after the tracker closed")
+
+    tracker = make(sentry=True)
+    scheduler = _scheduler(tracker, workers=1)
+    try:
+        scheduler.add_job(long_report, id="long_report")
+        assert running.wait(10)
+        tracker.close()
+        release.set()
+        scheduler.add_job(next_job, id="next_job")  # the same (only) pool thread
+
+        def sent() -> list[dict[str, Any]]:
+            sentry_sdk.flush(1)
+            return sentry.of_type("event")
+
+        wait_for(sent)
+    finally:
+        release.set()
+        scheduler.shutdown()
+    (event,) = sentry.of_type("event")
+    assert event["message"] == "after the tracker closed"
+    assert "run_id" not in event.get("tags", {}) and "job_id" not in event.get("tags", {})
+
+
 def test_sentry_not_initialised_is_a_no_op(make: Any) -> None:
     """With the SDK not initialised, sentry=True and crons change nothing for the jobs."""
     assert not sentry_sdk.get_client().is_active()

@@ -613,3 +613,43 @@ def test_span_limits_of_the_provider_apply_to_run_spans(sqlite_url: str) -> None
         tracker.close(timeout=5)
     assert len(span.attributes or {}) == 3
     assert span.dropped_attributes == 3
+
+
+def test_a_run_cut_short_by_close_leaves_nothing_current_on_its_thread(sqlite_url: str) -> None:
+    """``close()`` records a run still in progress as interrupted, from the closing thread. When
+    the job then returns, its own thread is left as the run found it: the pool thread's next job
+    is not a child of the dead run's span, and its log lines don't carry the dead run's ids."""
+    import structlog
+
+    release, running = threading.Event(), threading.Event()
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    @tracked_job
+    def long_report() -> None:
+        running.set()
+        release.wait(10)
+
+    def next_job() -> None:  # not tracked: the tracker is closed by then anyway
+        valid = trace.get_current_span().get_span_context().is_valid
+        seen.append((valid, structlog.contextvars.get_contextvars()))
+
+    EXPORTER.clear()
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
+    tracker = Tracker(sqlite_url, tracing=True, tracer_provider=PROVIDER, metrics=False, logs=True)
+    tracker.instrument(scheduler)
+    scheduler.start()
+    try:
+        scheduler.add_job(long_report, id="long_report")
+        assert running.wait(10)
+        tracker.close()
+        (span,) = [s for s in EXPORTER.get_finished_spans() if s.name.endswith("long_report")]
+        assert span.attributes["jobtracker.run.status"] == "interrupted"
+        release.set()
+        scheduler.add_job(next_job, id="next_job")  # the same (only) pool thread
+        wait_for(lambda: seen)
+    finally:
+        release.set()
+        scheduler.shutdown()
+    valid, bound = seen[0]
+    assert not valid
+    assert "run_id" not in bound and "job_id" not in bound

@@ -40,6 +40,13 @@ class RunHook(Protocol):
 
     ``enter`` runs just before the job and returns a token handed back to ``exit``.
     Both must be quick; exceptions are caught and counted, never raised to the job.
+
+    A hook that changes the job's context (makes a span current, binds log variables) may
+    also have ``release(run, token)``: undo that, if it is still in place where it is called.
+    ``exit`` normally does it; but when the tracker closes a run still in progress
+    (:meth:`Hub.close`, at shutdown) ``exit`` runs on the closing thread, where the job's
+    context is out of reach, and ``release`` is then called on the job's own thread when
+    the job returns. It may therefore be called after ``exit`` has done it already.
     """
 
     name: str
@@ -247,6 +254,9 @@ class Hub:
         :meth:`finish` is the lean variant for the job's own path.
         """
         duration = _perf_counter() - run._t0
+        entered = run.extras.get("_hooks") if run.extras else None
+        if entered:  # before the run stops being live: finish() may follow at once
+            run.extras["_release"] = entered
         with self._lock:  # after this, the announcer cannot publish it as running
             if self._live.pop(run, None) is None:
                 return None
@@ -261,6 +271,7 @@ class Hub:
         """
         duration = _perf_counter() - run._t0
         if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
+            self._release_hooks(run)
             return
         final = None
         if run.extras and "_hooks" in run.extras:  # hooks want the status now
@@ -285,6 +296,18 @@ class Hub:
                 except Exception as exc:
                     self.report_error(hook.name, exc)
         return final
+
+    def _release_hooks(self, run: Run) -> None:
+        """On the job's own thread, after :meth:`close_run` ended its run from another one:
+        let each hook undo what it did to the job's context (see :class:`RunHook`)."""
+        entered = run.extras.pop("_release", None) if run.extras else None
+        for hook, token in reversed(entered or ()):  # type: ignore[call-overload]
+            release = getattr(hook, "release", None)
+            if release is not None:
+                try:
+                    release(run, token)
+                except Exception as exc:
+                    self.report_error(hook.name, exc)
 
     def _final_record(
         self,

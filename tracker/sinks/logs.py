@@ -136,10 +136,15 @@ class LogContextHook:
         return bind_contextvars(job_id=run.job_id, run_id=run.run_id, trace_id=run.trace_id)
 
     def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
+        self.release(run, token)
+
+    def release(self, run: Run, token: object) -> None:
+        """Unbind the run's ids, where they were bound."""
         if token is None:
             return
-        # ValueError: closed from another context (shutdown): nothing of ours to undo there
-        with contextlib.suppress(ValueError):
+        # ValueError: called from another context (the hub closing the run at shutdown):
+        # nothing of ours to undo there. RuntimeError: undone already.
+        with contextlib.suppress(ValueError, RuntimeError):
             reset_contextvars(**token)  # type: ignore[arg-type]
 
 

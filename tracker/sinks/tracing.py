@@ -190,10 +190,7 @@ class TracingHook:
     def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
         if token is None:
             return
-        span: trace.Span
-        current: Context
-        attached: Token[Context]
-        span, current, attached = token  # type: ignore[misc]
+        span: trace.Span = token[0]  # type: ignore[index]
         try:
             if type(span) is StandInSpan:
                 assert self.deferred is not None
@@ -204,10 +201,19 @@ class TracingHook:
                 finally:
                     span.end()
         finally:
-            # Only where it was attached: the hub may close a run from another thread
-            # (shutdown), where detaching would fail (and the job's context is not ours).
-            if otel_context.get_current() is current:
-                otel_context.detach(attached)
+            self.release(run, token)
+
+    def release(self, run: Run, token: object) -> None:
+        """Make the run's span no longer current, where it still is. Only there: the hub may
+        close a run from another thread (shutdown), where detaching would fail (and the
+        job's context is not ours); the job's thread then calls this when the job returns."""
+        if token is None:
+            return
+        current: Context
+        attached: Token[Context]
+        _, current, attached = token  # type: ignore[misc]
+        if otel_context.get_current() is current:
+            otel_context.detach(attached)
 
 
 def _ns(moment: datetime | None) -> int | None:

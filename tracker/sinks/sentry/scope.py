@@ -80,9 +80,7 @@ class SentryHook:
     def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
         if token is None:
             return
-        manager: AbstractContextManager[sentry_sdk.Scope]
-        scope: sentry_sdk.Scope
-        manager, scope = token  # type: ignore[misc]
+        scope: sentry_sdk.Scope = token[1]  # type: ignore[index]
         try:
             scope.set_tag("job_status", status.value)
             if status in _REPORTED:
@@ -98,10 +96,19 @@ class SentryHook:
                         f'Job "{run.job_name}" ran past its max_runtime{limit}', level="error"
                     )
         finally:
-            # Only where the scope was entered: the hub may close a run from another
-            # thread (shutdown), whose scopes are not ours to reset.
-            if sentry_sdk.get_isolation_scope() is scope:
-                manager.__exit__(None, None, None)
+            self.release(run, token)
+
+    def release(self, run: Run, token: object) -> None:
+        """Leave the run's isolation scope, where it is still the current one. Only there: the
+        hub may close a run from another thread (shutdown), whose scopes are not ours to
+        reset; the job's thread then calls this when the job returns."""
+        if token is None:
+            return
+        manager: AbstractContextManager[sentry_sdk.Scope]
+        scope: sentry_sdk.Scope
+        manager, scope = token  # type: ignore[misc]
+        if sentry_sdk.get_isolation_scope() is scope:
+            manager.__exit__(None, None, None)
 
 
 def capture_untracked_failure(job: Any, job_id: str, exc_info: ExcInfo) -> None:
