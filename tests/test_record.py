@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -63,3 +63,23 @@ def test_run_ids_are_unique_and_time_ordered() -> None:
     assert len(set(first)) == len(first)
     assert all(uuid.UUID(r).version == 7 for r in first[:10])
     assert later > max(first)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 23, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC),  # no microseconds: none written
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 29, 2, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 3, 29, 2, 30, 15, 123456),  # naive
+    ],
+)
+def test_times_are_written_as_isoformat_writes_them(moment: datetime) -> None:
+    """Spans, log lines and Sentry contexts write a run's times with a faster formatter than
+    ``isoformat``; the text is the same, to the character."""
+    from tracker._iso import iso
+
+    assert iso(moment) == moment.isoformat()

@@ -42,6 +42,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .. import _context
 from .._hub import Hub
+from .._iso import iso
 from .._record import Execution, JobState, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
@@ -172,7 +173,7 @@ def _final_fields(record: Execution) -> dict[str, Any]:
         "trace_id": record.trace_id,
         "status": status._value_,
         "duration_s": record.duration_s,
-        "scheduled_at": record.scheduled_at.isoformat(),
+        "scheduled_at": iso(record.scheduled_at),
     }
     if record.lateness_s is not None:
         fields["lateness_s"] = round(record.lateness_s, 6)
@@ -235,6 +236,7 @@ class LifecycleLogSink(BaseSink):
         """(record, is a synthesised job_started) for each event to write, in order."""
         changes: list[tuple[Execution, bool]] = []
         announced = self._announced
+        jobs_seen = False
         for event in events:
             if type(event) is Execution:
                 if event.status is Status.RUNNING:
@@ -250,7 +252,9 @@ class LifecycleLogSink(BaseSink):
                         changes.append((event, True))
                 changes.append((event, False))
             elif type(event) is JobState:
-                _job_errors.attach_filter()  # executors of newly seen schedulers
+                jobs_seen = True
+        if jobs_seen:
+            _job_errors.attach_filter()  # executors of newly seen schedulers
         return changes
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:

@@ -44,6 +44,7 @@ from opentelemetry.trace.status import StatusCode
 
 from .. import _context
 from .._hub import Hub
+from .._iso import iso
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
@@ -122,7 +123,7 @@ def _attributes(run: Run | Execution) -> dict[str, Any]:
         ATTR_JOB_ID: run.job_id,
         ATTR_RUN_ID: run.run_id,
         ATTR_ORIGIN: run.origin._value_,
-        ATTR_SCHEDULED_AT: run.scheduled_at.isoformat(),
+        ATTR_SCHEDULED_AT: iso(run.scheduled_at),
         ATTR_LATENESS: run.lateness_s or 0.0,
     }
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import sentry_sdk
 
+from ..._iso import iso
 from ..._record import Status
 from ..._run import Run
 from .._job_errors import ExcInfo
@@ -42,8 +43,8 @@ def _job_context(run: Run) -> dict[str, Any]:
         "job_id": run.job_id,
         "job_name": run.job_name,
         "run_id": run.run_id,
-        "scheduled_at": run.scheduled_at.isoformat(),
-        "started_at": run.started_at.isoformat(),
+        "scheduled_at": iso(run.scheduled_at),
+        "started_at": iso(run.started_at),
         "lateness_s": run.lateness_s,
         "origin": run.origin._value_,
         "instance": run.instance,
