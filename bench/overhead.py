@@ -9,7 +9,7 @@ single rounds vary widely, and the range shows how far. Each round starts after 
 garbage collection, so garbage left by the previous round's set-up is not collected inside
 the next round's clock (the collections the runs themselves cause are measured).
 
-    python bench/overhead.py [--jobs 5000] [--rounds 5]
+    python bench/overhead.py [--jobs 5000] [--rounds 5] [--pin CPU]
 
 Bars: database + hub (``metrics=False``) >= 80 % of untracked throughput (issue 2);
 every signal on (database, metrics, spans, JSON logs to a file) >= 40 % (issue 4).
@@ -18,13 +18,16 @@ writer process (``database_writer="process"``). Then the CPU this process spent 
 (``time.process_time``, all its threads; not the writer process's), a steadier figure than
 throughput where other work shares the machine. Keep ``--jobs`` at 5000 when comparing: with
 more jobs, APScheduler's own ``MemoryJobStore`` slows (its removals are O(n)) and every
-ratio looks better.
+ratio looks better. ``--pin 1`` runs everything (a writer process too) on one core: throughput
+then says little (the GIL is handed over within one core, the writer process competes with the
+service), but the CPU per run varies far less from run to run than on two cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import tempfile
 import threading
@@ -177,7 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run on this core")
     args = parser.parse_args()
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     dispatch(500, plain_job, None)  # warm-up
