@@ -234,13 +234,16 @@ class DeferredSpans:
         end_status: EndStatus,
         status_attribute: str,
         capacity: int = 100_000,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         self.tracer = tracer
         self.attributes_of = attributes_of
         self.end_status = end_status
         self.status_attribute = status_attribute
         self.capacity = capacity
-        self.on_drop: Callable[[str, int], None] | None = None
+        """Most ended runs waiting for their span; past it, a run's span is dropped."""
+        self.on_drop = on_drop
+        """Told ``("tracing", 1)`` for each span dropped (else they are dropped silently)."""
         self.closed = False
         self._done: deque[StandInSpan] = deque()
         preset = _Preset()
@@ -281,6 +284,8 @@ class DeferredSpans:
         attributes_of: AttributesOf,
         end_status: EndStatus,
         status_attribute: str,
+        capacity: int = 100_000,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> DeferredSpans | None:
         """Deferred spans for ``tracer``, or ``None`` if it is not the SDK's (nothing to defer)."""
         if not isinstance(tracer, SdkTracer):
@@ -291,6 +296,8 @@ class DeferredSpans:
                 attributes_of=attributes_of,
                 end_status=end_status,
                 status_attribute=status_attribute,
+                capacity=capacity,
+                on_drop=on_drop,
             )
         except Exception:  # an SDK that changed shape: spans are made on the job's path
             logger.warning("OpenTelemetry SDK spans cannot be deferred here", exc_info=True)

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import Token
 from datetime import datetime
 from typing import Any
@@ -155,13 +155,23 @@ class TracingHook:
 
     name = "tracing"
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        capacity: int = 100_000,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``capacity`` and ``on_drop``: how many ended runs may wait for their deferred span,
+        and who is told of each one dropped past that (see :class:`DeferredSpans`)."""
         self.tracer = _tracer(tracer_provider)
         self.deferred = DeferredSpans.for_tracer(
             self.tracer,
             attributes_of=_attributes,
             end_status=_end_status,
             status_attribute=ATTR_STATUS,
+            capacity=capacity,
+            on_drop=on_drop,
         )
 
     def enter(self, run: Run) -> object:
@@ -336,10 +346,7 @@ def flush_provider(provider: TracerProvider | None = None, timeout: float = 5.0)
 
 def enable_tracing(hub: Hub, tracer_provider: TracerProvider | None = None) -> TracingHook:
     """Give every run of ``hub`` a span (the Tracker's ``tracing=True`` does this)."""
-    hook = TracingHook(tracer_provider)
-    if hook.deferred is not None:
-        hook.deferred.capacity = hub.queue_capacity
-        hook.deferred.on_drop = hub.count_drop
+    hook = TracingHook(tracer_provider, capacity=hub.queue_capacity, on_drop=hub.count_drop)
     hub.add_hook(hook)
     hub.add_sink(TracingSink(tracer_provider, hook.deferred))
     _context.add_carrier(CARRIER, otel_context.get_current)
