@@ -278,3 +278,54 @@ def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_pa
         assert again.flush(timeout=10)
         assert len(again.executions(job_id="ok_job")) == 20
     assert not list(tmp_path.glob("*.jsonl")), "the spill file is gone once written"
+
+
+def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, writer, caplog) -> None:
+    """Records the database refuses don't block the others behind them, retried forever: text
+    PostgreSQL cannot hold (a NUL character, a job id past its column's 255 characters) is
+    stored made storable, and a record nothing can store (no job id) is dropped, counted and
+    logged, while the rest of its batch is written."""
+    from datetime import UTC, datetime
+
+    from tracker import Execution
+    from tracker._ids import new_run_id
+
+    tracker = tracker_factory(database_writer=writer)
+    postgres = tracker.engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)
+
+    def record(job_id: str | None, **fields: object) -> Execution:
+        return Execution(
+            run_id=new_run_id(),
+            job_id=job_id,  # type: ignore[arg-type]
+            job_name="ledger",
+            status=Status.FAILED,
+            scheduled_at=now,
+            started_at=now,
+            finished_at=now,
+            duration_s=0.5,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    good = [record(f"good-{n}") for n in range(50)]
+    nul = record("nul", error_message="ledger\x00 7 is locked", tags={"team": "bil\x00ling"})
+    long = record("j" * 300)
+    broken = record(None)
+    for r in [*good[:25], nul, broken, long, *good[25:]]:
+        tracker.hub.record(r)
+    assert tracker.flush(timeout=20)
+    stored = {r.run_id: r for r in tracker.executions(limit=1000)}
+    for r in good:
+        assert stored[r.run_id] == r.evolve(instance=stored[r.run_id].instance)
+    assert broken.run_id not in stored
+    assert tracker.stats().dropped == {"database": 1}
+    if writer == "thread":  # (a writer process logs to its own stderr)
+        assert f"refused 1 record(s), dropped; the first: run {broken.run_id}" in caplog.text
+    got_nul, got_long = stored[nul.run_id], stored[long.run_id]
+    if postgres:
+        assert got_nul.error_message == "ledger\ufffd 7 is locked"
+        assert dict(got_nul.tags) == {"team": "bil\ufffdling"}
+        assert got_long.job_id == "j" * 255
+    else:  # SQLite stores both as they are
+        assert got_nul.error_message == "ledger\x00 7 is locked"
+        assert got_long.job_id == "j" * 300

@@ -164,6 +164,42 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
     return make
 
 
+def _lengths() -> dict[int, int]:
+    from .schema import executions
+
+    lengths = {}
+    for column in executions.columns:
+        length = getattr(column.type, "length", None)
+        if isinstance(length, int):
+            lengths[COLUMNS.index(column.name)] = length
+    return lengths
+
+
+_LENGTHS = _lengths()
+"""Position in the record → the length its ``VARCHAR`` column holds."""
+
+
+def storable(e: Execution) -> Execution:
+    """``e`` as a database that refused it can take it: text without NUL characters (which
+    PostgreSQL's text cannot hold; each becomes U+FFFD) and cut to its column's length (a job
+    id past 255 characters, say; SQLite does not enforce lengths, PostgreSQL does)."""
+    values: list[Any] = list(e)
+    for at, value in enumerate(values):
+        if isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+            limit = _LENGTHS.get(at)
+            if limit is not None and len(value) > limit:
+                value = value[:limit]
+            values[at] = value
+    tags = e.tags
+    if tags and any("\x00" in k or "\x00" in v for k, v in tags.items()):
+        values[_AT_TAGS] = MappingProxyType(
+            {k.replace("\x00", "\ufffd"): v.replace("\x00", "\ufffd") for k, v in tags.items()}
+        )
+    return _new_execution(values)
+
+
 _new_execution = Execution._make
 _AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
     Execution._fields.index(f) for f in ("status", "origin", "tags")

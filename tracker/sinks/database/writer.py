@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from ..._ids import hostname
 from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
 from . import migrate, spill
 from .engine import redact
-from .rows import COLUMNS, tuple_maker
+from .rows import COLUMNS, storable, tuple_maker
 from .schema import executions, instances
 
 logger = logging.getLogger("tracker.database")
@@ -184,15 +184,13 @@ class DatabaseSink(BaseSink):
         make = self._make_row
         rows = [make(e) for e in batch.values()]
         try:
-            with self.engine.begin() as conn:
-                if self._dialect == "sqlite":
-                    _write_sqlite(conn, rows)
-                elif self._copy:
-                    _write_postgresql_copy(conn, rows)
-                else:
-                    conn.exec_driver_sql(self._upsert, rows)  # executemany
+            try:
+                self._insert(rows)
+            except (DataError, IntegrityError):
+                self._write_isolating(list(batch.values()))
         except BaseException:
-            # Put the batch back, keeping anything newer that arrived meanwhile.
+            # Put the batch back, keeping anything newer that arrived meanwhile. (Rows written
+            # before the failure are written again: the upsert leaves them as they are.)
             batch.update(self._pending)
             self._pending = batch
             raise
@@ -202,6 +200,55 @@ class DatabaseSink(BaseSink):
             for path in self._spilled_files:
                 path.unlink(missing_ok=True)
             self._spilled_files = []
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.engine.begin() as conn:
+            if self._dialect == "sqlite":
+                _write_sqlite(conn, rows)
+            elif self._copy:
+                _write_postgresql_copy(conn, rows)
+            else:
+                conn.exec_driver_sql(self._upsert, rows)  # executemany
+
+    def _write_isolating(self, records: list[Execution]) -> None:
+        """The database refused a batch for what is in it (a data or integrity error, not an
+        outage): one bad record must not hold back the others, retried forever. Halves are
+        written until the records it refuses are alone; each is written again made
+        :func:`~tracker.sinks.database.rows.storable` (NUL characters replaced, text cut to its
+        column), and dropped — counted and logged — if it is still refused."""
+        make = self._make_row
+        refused: list[tuple[Execution, BaseException]] = []
+        parts = [records]
+        while parts:
+            part = parts.pop()
+            if len(part) > 1:
+                middle = len(part) // 2
+                for half in (part[middle:], part[:middle]):
+                    try:
+                        self._insert([make(e) for e in half])
+                    except (DataError, IntegrityError):
+                        parts.append(half)
+                continue
+            (record,) = part
+            try:
+                self._insert([make(storable(record))])
+            except (DataError, IntegrityError) as exc:
+                refused.append((record, exc))
+        if refused:
+            first, error = refused[0]
+            reason = error.orig if isinstance(error, DBAPIError) else error
+            logger.error(
+                "tracker database %s refused %d record(s), dropped; the first: run %s of job %r "
+                "(%s: %s)",
+                self._url,
+                len(refused),
+                first.run_id,
+                first.job_id,
+                type(reason).__name__,
+                (str(reason).splitlines() or [""])[0],
+            )
+            if self._on_drop is not None:
+                self._on_drop(self.name, len(refused))
 
     def _try(self, fn: Callable[[], None]) -> bool:
         try:
