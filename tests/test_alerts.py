@@ -315,3 +315,33 @@ def test_a_bad_channel_stops_the_tracker_at_start(
         assert tracker.alerts is None  # nothing configured: alerts stay off
     finally:
         tracker.close()
+
+
+def test_text_the_database_cannot_hold_alerts_like_any_other(
+    make_tracker: MakeTracker, receiver: Receiver
+) -> None:
+    """A failure whose message holds a NUL character, of a job whose id is past 255 characters
+    (neither of which PostgreSQL's text holds), still alerts; and the jobs after it too."""
+    tracker = make_tracker(WebhookChannel(receiver.url))
+    now = datetime.now(UTC)
+    long_id = "nightly-" + "x" * 300
+    tracker.hub.record(
+        Execution(
+            run_id=new_run_id(),
+            job_id=long_id,
+            job_name=long_id,
+            status=Status.FAILED,
+            scheduled_at=now,
+            started_at=now,
+            finished_at=now,
+            duration_s=0.0,
+            error_type="ValueError",
+            error_message="ledger\x00 7 is locked",
+        )
+    )
+    record(tracker, Status.FAILED, job="sync")
+    settle(tracker)
+    by_job = {body["job"]["id"][:20]: body for body in receiver.bodies()}
+    assert set(by_job) == {long_id[:20], "sync"}
+    assert by_job["sync"]["kind"] == "failed"
+    assert by_job[long_id[:20]]["kind"] == "failed"

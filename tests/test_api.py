@@ -417,6 +417,21 @@ def test_pause_and_resume_are_applied_and_audited(api_db: Api) -> None:
     assert actions == [("resume", True, False), ("pause", True, True), ("pause", False, True)]
 
 
+def test_a_job_id_past_the_audit_columns_length_is_still_audited(api_db: Api) -> None:
+    """APScheduler takes job ids of any length; the audit entry of pausing one with a 300-character
+    id is kept (its id cut to the column's 255 characters, with a hash of the whole id)."""
+    long_id = "nightly-" + "x" * 292
+    api_db.scheduler.add_job(quick, "interval", hours=1, id=long_id)
+    support.wait_for(lambda: api_db.scheduler.get_job(long_id))
+    response = api_db.client.post(f"/jobs/{long_id}/pause", headers=AUTH)
+    assert response.status_code == 200
+    (entry,) = [e for e in api_db.audit() if e["action"] == "pause"]
+    assert entry["id"] == response.json()["audit_id"]
+    assert len(entry["job_id"]) == 255 and entry["job_id"].startswith(long_id[:200])
+    found = api_db.client.get("/audit", params={"job_id": long_id}, headers=AUTH).json()["items"]
+    assert [e["id"] for e in found] == [entry["id"]]
+
+
 def test_resume_refuses_a_job_with_no_fire_time_left(api: Api) -> None:
     """Resuming a paused job whose schedule ended is 409; the job stays (APScheduler drops it)."""
     ended = datetime.now(UTC) - timedelta(hours=1)

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 
 from ...sinks.database.schema import UTCDateTime, metadata
+from ...sinks.storable import storable_text
 
 AUDIT_TABLE = "tracker_audit"
 
@@ -66,6 +67,12 @@ class AuditEntry:
     id: int | None = None
 
 
+def _storable(text: str | None, limit: int | None = None) -> str | None:
+    """Text as the audit table holds it (a job id past 255 characters, a NUL: see
+    :func:`~tracker.sinks.storable.storable_text`); ``None`` stays ``None``."""
+    return None if text is None else storable_text(text, limit)
+
+
 class AuditLog:
     """Writes and reads the audit trail on the tracker's database."""
 
@@ -78,13 +85,13 @@ class AuditLog:
             result = conn.execute(
                 insert(audit_log).values(
                     at=entry.at,
-                    actor=entry.actor,
-                    client=entry.client,
+                    actor=storable_text(entry.actor, 255),
+                    client=_storable(entry.client, 255),
                     action=entry.action,
-                    job_id=entry.job_id,
+                    job_id=_storable(entry.job_id, 255),
                     before_state=dict(entry.before) if entry.before is not None else None,
                     after_state=dict(entry.after) if entry.after is not None else None,
-                    detail=entry.detail,
+                    detail=_storable(entry.detail),
                 )
             )
             key = result.inserted_primary_key
@@ -106,7 +113,7 @@ class AuditLog:
         t = audit_log
         conditions = []
         if job_id is not None:
-            conditions.append(t.c.job_id == job_id)
+            conditions.append(t.c.job_id == _storable(job_id, 255))
         if action is not None:
             conditions.append(t.c.action == action)
         if actor is not None:

@@ -26,6 +26,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from ..._ids import new_run_id
 from ..._record import Execution, JobState, JobVanished, RunTimedOut
 from ..._sink import BaseSink, TrackerEvent
+from ..storable import storable_text
 from .channels.base import error_summary
 from .channels.text import duration, when
 from .config import AlertConfig
@@ -68,9 +69,15 @@ def own_engine(engine: Engine) -> Engine:
 
 
 def _identity(event: AlertEvent) -> tuple[str, str]:
+    """The job's id and name, as the alert tables can store them (``VARCHAR(255)``, no NUL)."""
     if isinstance(event, RunTimedOut):
-        return event.run.job_id, event.run.job_name
-    return event.job_id, event.job_name
+        job_id, job_name = event.run.job_id, event.run.job_name
+    else:
+        job_id, job_name = event.job_id, event.job_name
+    return storable_text(job_id, _ID_LENGTH), storable_text(job_name, _ID_LENGTH)
+
+
+_ID_LENGTH = 255
 
 
 class AlertSink(BaseSink):
@@ -142,11 +149,9 @@ class AlertSink(BaseSink):
             if isinstance(event, Execution):
                 if not event.status.is_terminal:
                     continue
-                job_id, job_name = event.job_id, event.job_name
-            elif isinstance(event, RunTimedOut | JobVanished | JobState):
-                job_id, job_name = _identity(event)
-            else:
+            elif not isinstance(event, RunTimedOut | JobVanished | JobState):
                 continue
+            job_id, job_name = _identity(event)
             if relevant(config.policy_for(job_id, job_name), cache.get(job_id), event):
                 work.append(event)
         if not work:

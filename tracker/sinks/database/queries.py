@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, and_, delete, func, select
 
 from ..._record import Execution, Status
-from .rows import from_row
+from .rows import from_row, stored_job_id
 from .schema import executions
 
 PRUNE_BATCH = 5_000
@@ -51,7 +51,7 @@ def select_executions(
     t = executions
     conditions = []
     if job_id is not None:
-        conditions.append(t.c.job_id == job_id)
+        conditions.append(t.c.job_id == stored_job_id(job_id))
     statuses = _statuses(status)
     if statuses is not None:
         conditions.append(t.c.status.in_(statuses))

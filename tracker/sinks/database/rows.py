@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..._record import _EMPTY_TAGS, Execution, Origin, Status
+from ..storable import NUL, storable_text
 
 
 def to_row(e: Execution) -> dict[str, Any]:
@@ -110,6 +111,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_ID_LENGTH = 255
+"""Length of the ``job_id`` and ``job_name`` columns: longer ones are stored as
+:func:`~tracker.sinks.storable.storable_text` makes them, on every backend (PostgreSQL
+refuses them as they are, SQLite would keep them whole)."""
+
+
+def stored_job_id(job_id: str) -> str:
+    """The ``job_id`` the history holds for a job of this id (the same, unless it is past 255
+    characters)."""
+    return job_id if len(job_id) <= _ID_LENGTH else storable_text(job_id, _ID_LENGTH)
+
+
 def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
     """A function turning a record into a parameter tuple (in :data:`COLUMNS` order) for the driver.
 
@@ -142,8 +155,8 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
         ) = e
         return (
             run_id,
-            job_id,
-            job_name,
+            job_id if len(job_id) <= _ID_LENGTH else storable_text(job_id, _ID_LENGTH),
+            job_name if len(job_name) <= _ID_LENGTH else storable_text(job_name, _ID_LENGTH),
             str(status),
             when(scheduled_at),
             when(started_at),
@@ -181,21 +194,17 @@ _LENGTHS = _lengths()
 
 def storable(e: Execution) -> Execution:
     """``e`` as a database that refused it can take it: text without NUL characters (which
-    PostgreSQL's text cannot hold; each becomes U+FFFD) and cut to its column's length (a job
-    id past 255 characters, say; SQLite does not enforce lengths, PostgreSQL does)."""
+    PostgreSQL's text cannot hold) and within its column's length (a job id past 255
+    characters, say; SQLite does not enforce lengths, PostgreSQL does). See
+    :func:`~tracker.sinks.storable.storable_text`."""
     values: list[Any] = list(e)
     for at, value in enumerate(values):
-        if isinstance(value, str):
-            if "\x00" in value:
-                value = value.replace("\x00", "\ufffd")
-            limit = _LENGTHS.get(at)
-            if limit is not None and len(value) > limit:
-                value = value[:limit]
-            values[at] = value
+        if isinstance(value, str) and not isinstance(value, Status | Origin):
+            values[at] = storable_text(value, _LENGTHS.get(at))
     tags = e.tags
-    if tags and any("\x00" in k or "\x00" in v for k, v in tags.items()):
+    if tags and any(NUL in k or NUL in v for k, v in tags.items()):
         values[_AT_TAGS] = MappingProxyType(
-            {k.replace("\x00", "\ufffd"): v.replace("\x00", "\ufffd") for k, v in tags.items()}
+            {storable_text(k): storable_text(v) for k, v in tags.items()}
         )
     return _new_execution(values)
 

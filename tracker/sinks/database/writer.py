@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -33,6 +33,15 @@ from .rows import COLUMNS, storable, tuple_maker
 from .schema import executions, instances
 
 logger = logging.getLogger("tracker.database")
+
+
+class _Unwritable(Exception):
+    """A record could not be made a row (a value of the wrong type)."""
+
+
+_REFUSED = (DataError, IntegrityError, _Unwritable)
+"""What a write fails with for what is in a record (the same each time it is tried), not for
+the database being away: a value the database refuses, or one the row cannot be made of."""
 
 
 class DatabaseSink(BaseSink):
@@ -181,25 +190,33 @@ class DatabaseSink(BaseSink):
     def _write(self) -> None:
         batch = self._pending
         self._pending = {}
-        make = self._make_row
-        rows = [make(e) for e in batch.values()]
+        refused = 0
         try:
             try:
-                self._insert(rows)
-            except (DataError, IntegrityError):
-                self._write_isolating(list(batch.values()))
+                self._insert(self._rows(batch.values()))
+            except _REFUSED:
+                refused = self._write_isolating(list(batch.values()))
         except BaseException:
             # Put the batch back, keeping anything newer that arrived meanwhile. (Rows written
             # before the failure are written again: the upsert leaves them as they are.)
             batch.update(self._pending)
             self._pending = batch
             raise
-        self.written += len(rows)
+        self.written += len(batch) - refused
         self.last_write_at = datetime.now(UTC)
         if self._spilled_files:  # their records were in this batch: durable now
             for path in self._spilled_files:
                 path.unlink(missing_ok=True)
             self._spilled_files = []
+
+    def _rows(self, records: Iterable[Execution], *, storable_first: bool = False) -> list[Any]:
+        make = self._make_row
+        try:
+            if storable_first:
+                return [make(storable(e)) for e in records]
+            return [make(e) for e in records]
+        except (TypeError, ValueError) as exc:
+            raise _Unwritable(f"{type(exc).__name__}: {exc}") from exc
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         with self.engine.begin() as conn:
@@ -210,13 +227,13 @@ class DatabaseSink(BaseSink):
             else:
                 conn.exec_driver_sql(self._upsert, rows)  # executemany
 
-    def _write_isolating(self, records: list[Execution]) -> None:
+    def _write_isolating(self, records: list[Execution]) -> int:
         """The database refused a batch for what is in it (a data or integrity error, not an
-        outage): one bad record must not hold back the others, retried forever. Halves are
-        written until the records it refuses are alone; each is written again made
-        :func:`~tracker.sinks.database.rows.storable` (NUL characters replaced, text cut to its
-        column), and dropped — counted and logged — if it is still refused."""
-        make = self._make_row
+        outage; or a record could not be made a row): one bad record must not hold back the
+        others, retried forever. Halves are written until the records refused are alone; each
+        is written again made :func:`~tracker.sinks.database.rows.storable` (NUL characters
+        replaced, text cut to its column), and dropped — counted and logged — if it is still
+        refused. Returns how many were dropped."""
         refused: list[tuple[Execution, BaseException]] = []
         parts = [records]
         while parts:
@@ -225,18 +242,18 @@ class DatabaseSink(BaseSink):
                 middle = len(part) // 2
                 for half in (part[middle:], part[:middle]):
                     try:
-                        self._insert([make(e) for e in half])
-                    except (DataError, IntegrityError):
+                        self._insert(self._rows(half))
+                    except _REFUSED:
                         parts.append(half)
                 continue
             (record,) = part
             try:
-                self._insert([make(storable(record))])
-            except (DataError, IntegrityError) as exc:
+                self._insert(self._rows([record], storable_first=True))
+            except _REFUSED as exc:
                 refused.append((record, exc))
         if refused:
             first, error = refused[0]
-            reason = error.orig if isinstance(error, DBAPIError) else error
+            reason = error.orig if isinstance(error, DBAPIError) else error.__cause__ or error
             logger.error(
                 "tracker database %s refused %d record(s), dropped; the first: run %s of job %r "
                 "(%s: %s)",
@@ -249,6 +266,7 @@ class DatabaseSink(BaseSink):
             )
             if self._on_drop is not None:
                 self._on_drop(self.name, len(refused))
+        return len(refused)
 
     def _try(self, fn: Callable[[], None]) -> bool:
         try:

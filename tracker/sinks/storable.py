@@ -1,0 +1,20 @@
+"""Text as SQL databases can store it, whatever a job's id, name or error holds."""
+
+from __future__ import annotations
+
+import hashlib
+
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
+
+
+def storable_text(text: str, limit: int | None = None) -> str:
+    """``text`` with each NUL character (which PostgreSQL's text types cannot hold) as U+FFFD,
+    and, past ``limit`` characters, cut to ``limit``: its head, ``~`` and 16 hex digits of its
+    SHA-256, so that two long texts with the same head stay apart (job ids key alert state)."""
+    if NUL in text:
+        text = text.replace(NUL, REPLACEMENT)
+    if limit is not None and len(text) > limit:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        text = f"{text[: limit - 17]}~{digest}"
+    return text
