@@ -118,8 +118,8 @@ refuses them as they are, SQLite would keep them whole)."""
 
 
 def stored_job_id(job_id: str) -> str:
-    """The ``job_id`` the history holds for a job of this id (the same, unless it is past 255
-    characters)."""
+    """The ``job_id`` (or ``job_name``) the history holds for a job of this id (or name): the
+    same, unless it is past 255 characters."""
     return job_id if len(job_id) <= _ID_LENGTH else storable_text(job_id, _ID_LENGTH)
 
 
@@ -155,8 +155,8 @@ def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
         ) = e
         return (
             run_id,
-            job_id if len(job_id) <= _ID_LENGTH else storable_text(job_id, _ID_LENGTH),
-            job_name if len(job_name) <= _ID_LENGTH else storable_text(job_name, _ID_LENGTH),
+            stored_job_id(job_id),
+            stored_job_id(job_name),
             str(status),
             when(scheduled_at),
             when(started_at),
