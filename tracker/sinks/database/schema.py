@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -53,6 +54,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
+PROBLEMS = "status IN ('failed', 'timed_out', 'interrupted', 'missed', 'skipped')"
+"""The runs the partial index ``ix_job_executions_problems`` holds: those that did not succeed
+(a job's failures, newest first, without reading its every run)."""
+
 executions = Table(
     EXECUTIONS_TABLE,
     metadata,
@@ -77,6 +82,13 @@ executions = Table(
     Index("ix_job_executions_job_id_scheduled_at", "job_id", "scheduled_at"),
     Index("ix_job_executions_status_scheduled_at", "status", "scheduled_at"),
     Index("ix_job_executions_scheduled_at", "scheduled_at"),
+    Index(
+        "ix_job_executions_problems",
+        "job_id",
+        "scheduled_at",
+        postgresql_where=text(PROBLEMS),
+        sqlite_where=text(PROBLEMS),
+    ),
 )
 
 instances = Table(
