@@ -4,7 +4,9 @@ Loads ``--rows`` runs (default 10,000,000: 1,000 jobs, one run a job every ~13 m
 days, 2 % failed, a few missed and timed out) into a fresh schema made by the tracker's own
 migrations, server-side (``generate_series``), then ``ANALYZE``. Each query goes through the
 code the tracker and the HTTP API use (``select_executions``: SQL, then records); the figure is
-the median of 30 calls after 3 warm-up calls, with the plan PostgreSQL chose. The schema is
+the median of 30 calls after 3 warm-up calls, with the plan PostgreSQL chose. The SQL panels of
+the Grafana dashboards (``grafana/dashboards``) are timed too, as Grafana sends them for one job
+over the last day and week. The schema is
 dropped afterwards (``--keep`` keeps it for a later ``--reuse``).
 
     python bench/history.py [--rows 10000000] [--postgres URL] [--keep | --reuse SCHEMA]
@@ -16,6 +18,7 @@ Bar (DESIGN.md): the last runs of one job, and the failures of the last 24 hours
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -23,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
@@ -39,6 +43,7 @@ _SCAN = re.compile(
     r"( Backward)?( using \S+)?"
 )
 JOBS = 1_000
+DASHBOARDS = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
 DAYS = 90
 
 LOAD = f"""
@@ -101,6 +106,34 @@ def plan(engine: Engine, call: Callable[[], Any]) -> str:
             lines = [row[0] for row in cursor.fetchall()]
     scans = [found.group(0) for line in lines if (found := _SCAN.search(line))]
     return "; ".join(dict.fromkeys(scans)) or lines[0].split("  (")[0]
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, SQL) of every PostgreSQL panel of the Grafana dashboards in ``grafana/``."""
+    found = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        stack = list(json.loads(path.read_text())["panels"])
+        while stack:
+            panel = stack.pop(0)
+            stack.extend(panel.get("panels", []))
+            found += [
+                (panel["title"], t["rawSql"]) for t in panel.get("targets", []) if "rawSql" in t
+            ]
+    return found
+
+
+def grafana_query(engine: Engine, sql: str, now: datetime, hours: int) -> Callable[[], Any]:
+    """The query as Grafana sends it for job ``sync_job_7`` over the last ``hours``."""
+    start = (now - timedelta(hours=hours)).isoformat()
+    sql = re.sub(
+        r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN '{start}' AND '{now.isoformat()}'", sql
+    ).replace("$job", "sync_job_7")
+
+    def call() -> list[Any]:
+        with engine.connect() as conn:
+            return list(conn.exec_driver_sql(sql))
+
+    return call
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, int]:
@@ -185,11 +218,16 @@ def main() -> None:
                 ),
             ),
         ]
+        for hours in (24, 24 * 7):
+            for title, sql in dashboard_queries():
+                queries.append(
+                    (f"{title[:30]} ({hours} h)", False, grafana_query(engine, sql, now, hours))
+                )
         print(f"median of 30 calls; bar {BAR_MS:.0f} ms for the first two")
         for name, barred, call in queries:
             ms, found = timed(call)
             verdict = ("PASS" if ms <= BAR_MS else "FAIL") if barred else ""
-            print(f"  {name:42s} {ms:7.2f} ms  {found:4d} runs  {verdict:4s}  {plan(engine, call)}")
+            print(f"  {name:42s} {ms:7.2f} ms  {found:4d} rows  {verdict:4s}  {plan(engine, call)}")
     finally:
         engine.dispose()
         if not args.keep:
