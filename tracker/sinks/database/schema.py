@@ -91,6 +91,11 @@ executions = Table(
     ),
 )
 
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_job_executions_job_name_scheduled_at"})
+"""Indexes the migrations make on PostgreSQL only, so not declared above: ``(job_name,
+scheduled_at)`` serves the Grafana dashboards, which read PostgreSQL (migration
+``0005_job_name``)."""
+
 instances = Table(
     INSTANCES_TABLE,
     metadata,
