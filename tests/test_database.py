@@ -149,6 +149,24 @@ def test_prune_keep_last_keeps_the_newest_per_job(tracker) -> None:
         tracker.prune()
 
 
+def test_prune_keep_last_counts_runs_due_at_the_same_time_one_by_one(tracker) -> None:
+    """Runs due at one fire time are ordered by run id: keep_last keeps exactly N of them, the
+    newest; a running run counts among the N but is never deleted; other jobs are left alone."""
+    due = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    runs = [_record("burst", due) for _ in range(6)]
+    runs.append(_record("burst", due - timedelta(hours=1), Status.RUNNING))
+    runs.append(_record("burst", due - timedelta(hours=2)))
+    others = [_record("other", due - timedelta(days=i)) for i in range(3)]
+    for record in [*runs, *others]:
+        tracker.hub.record(record)
+    assert tracker.flush()
+    assert tracker.prune(keep_last=3) == 3 + 1 + 0  # 3 of the burst, the older one; not running
+    kept = {r.run_id for r in tracker.executions(job_id="burst")}
+    newest_three = sorted(r.run_id for r in runs[:6])[-3:]
+    assert kept == {*newest_three, runs[6].run_id}
+    assert len(tracker.executions(job_id="other")) == 3
+
+
 def test_bad_database_url_is_a_clear_error(tmp_path) -> None:
     """A malformed URL, unknown driver or missing directory: a ConfigurationError, no traceback."""
     from tracker import ConfigurationError, Tracker

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, select
+from sqlalchemy import Engine, Select, and_, delete, select
 
 from ..._record import Execution, Status
 from .rows import from_row, stored_job_id
@@ -109,21 +109,44 @@ def prune(
             else datetime.now(UTC) - older_than
         )
         conditions.append(t.c.scheduled_at < cutoff)
-    if keep_last is not None:
-        ranked = select(
-            t.c.run_id,
-            func.row_number()
-            .over(partition_by=t.c.job_id, order_by=(t.c.scheduled_at.desc(), t.c.run_id.desc()))
-            .label("rank"),
-        ).subquery()
-        beyond = select(ranked.c.run_id).where(ranked.c.rank > keep_last)
-        conditions.append(t.c.run_id.in_(beyond))
-    victims = select(t.c.run_id).where(*conditions).limit(batch_size)
+    if keep_last is None:
+        return _delete_batches(engine, select(t.c.run_id).where(*conditions), batch_size)
+    # Per job: find the newest run beyond its newest ``keep_last`` once, then delete it and the
+    # older ones in batches along the (job_id, scheduled_at) index. (Ranking every row of the
+    # table again for each batch made pruning quadratic: 9 s for 100,000 rows of 200,000.)
+    with engine.connect() as conn:
+        jobs = list(conn.execute(select(t.c.job_id).distinct()).scalars())
+    total = 0
+    for job_id in jobs:
+        newest_first = (t.c.scheduled_at.desc(), t.c.run_id.desc())
+        with engine.connect() as conn:
+            first_gone = conn.execute(
+                select(t.c.scheduled_at, t.c.run_id)
+                .where(t.c.job_id == job_id)
+                .order_by(*newest_first)
+                .offset(keep_last)
+                .limit(1)
+            ).first()
+        if first_gone is None:  # keep_last runs or fewer
+            continue
+        at, run_id = first_gone
+        beyond = (t.c.scheduled_at < at) | and_(t.c.scheduled_at == at, t.c.run_id <= run_id)
+        victims = select(t.c.run_id).where(t.c.job_id == job_id, beyond, *conditions)
+        total += _delete_batches(engine, victims, batch_size)
+    return total
+
+
+def _delete_batches(engine: Engine, victims: Select[tuple[str]], batch_size: int) -> int:
+    """Delete the rows ``victims`` selects, ``batch_size`` at a time, each batch in a short
+    transaction of its own, until none is left. Returns how many were deleted."""
+    t = executions
+    batch = victims.limit(batch_size)
     total = 0
     while True:
         with engine.begin() as conn:
-            ids = list(conn.execute(victims).scalars())
-            if not ids:
-                return total
-            conn.execute(delete(t).where(t.c.run_id.in_(ids)))
+            ids = list(conn.execute(batch).scalars())
+            if ids:
+                conn.execute(delete(t).where(t.c.run_id.in_(ids)))
         total += len(ids)
+        if len(ids) < batch_size:  # that was the last of them
+            return total
