@@ -417,9 +417,10 @@ def test_pause_and_resume_are_applied_and_audited(api_db: Api) -> None:
     assert actions == [("resume", True, False), ("pause", True, True), ("pause", False, True)]
 
 
-def test_a_job_id_past_the_audit_columns_length_is_still_audited(api_db: Api) -> None:
+def test_a_job_id_past_the_columns_length_is_audited_and_found(api_db: Api) -> None:
     """APScheduler takes job ids of any length; the audit entry of pausing one with a 300-character
-    id is kept (its id cut to the column's 255 characters, with a hash of the whole id)."""
+    id is kept (its id cut to the column's 255 characters, with a hash of the whole id), and the
+    audit trail, the job's figures and its run history are found by the whole id."""
     long_id = "nightly-" + "x" * 292
     api_db.scheduler.add_job(quick, "interval", hours=1, id=long_id)
     support.wait_for(lambda: api_db.scheduler.get_job(long_id))
@@ -430,6 +431,11 @@ def test_a_job_id_past_the_audit_columns_length_is_still_audited(api_db: Api) ->
     assert len(entry["job_id"]) == 255 and entry["job_id"].startswith(long_id[:200])
     found = api_db.client.get("/audit", params={"job_id": long_id}, headers=AUTH).json()["items"]
     assert [e["id"] for e in found] == [entry["id"]]
+    record_runs(api_db.tracker, long_id, [(Status.SUCCEEDED, 1.0), (Status.FAILED, 2.0)])
+    job = api_db.client.get(f"/jobs/{long_id}", headers=AUTH).json()
+    assert job["stats"]["runs"] == 2, job
+    runs = api_db.client.get("/executions", params={"job_id": long_id}, headers=AUTH).json()
+    assert len(runs["items"]) == 2
 
 
 def test_resume_refuses_a_job_with_no_fire_time_left(api: Api) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from ..._decorator import job_options
 from ..._record import Status
 from ...sinks.database import select_executions
+from ...sinks.database.rows import stored_job_id
 from ...sinks.database.schema import executions
 from .schedules import describe_trigger
 from .schemas import JobOut, JobStats, RunSummary, TriggerOut
@@ -55,7 +56,7 @@ def job_stats(engine: Engine, job_id: str, window: int) -> JobStats:
     t = executions
     query = (
         select(t.c.status, t.c.duration_s, t.c.scheduled_at)
-        .where(t.c.job_id == job_id, t.c.status != Status.RUNNING.value)
+        .where(t.c.job_id == stored_job_id(job_id), t.c.status != Status.RUNNING.value)
         .order_by(t.c.scheduled_at.desc(), t.c.run_id.desc())
         .limit(window)
     )
