@@ -282,9 +282,9 @@ def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_pa
 
 def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, writer, caplog) -> None:
     """Records the database refuses don't block the others behind them, retried forever: text
-    PostgreSQL cannot hold (a NUL character, a job id past its column's 255 characters) is
-    stored made storable, and a record nothing can store (no job id) is dropped, counted and
-    logged, while the rest of its batch is written."""
+    PostgreSQL cannot hold (a NUL character, a job id past its column's 255 characters) or no
+    driver can send (a lone surrogate) is stored made storable, and a record nothing can store
+    (no job id) is dropped, counted and logged, while the rest of its batch is written."""
     from datetime import UTC, datetime
 
     from tracker import Execution
@@ -311,7 +311,8 @@ def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, write
     nul = record("nul", error_message="ledger\x00 7 is locked", tags={"team": "bil\x00ling"})
     long = record("j" * 300)
     broken = record(None)
-    for r in [*good[:25], nul, broken, long, *good[25:]]:
+    undecodable = record("files", error_message="no such file: 'caf\udce9.txt'")  # os.fsdecode
+    for r in [*good[:25], nul, broken, long, undecodable, *good[25:]]:
         tracker.hub.record(r)
     assert tracker.flush(timeout=20)
     stored = {r.run_id: r for r in tracker.executions(limit=1000)}
@@ -322,6 +323,8 @@ def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, write
     if writer == "thread":  # (a writer process logs to its own stderr)
         assert f"refused 1 record(s), dropped; the first: run {broken.run_id}" in caplog.text
     got_nul, got_long = stored[nul.run_id], stored[long.run_id]
+    # a lone surrogate is not UTF-8: neither driver can send it
+    assert stored[undecodable.run_id].error_message == "no such file: 'caf\ufffd.txt'"
     if postgres:
         assert got_nul.error_message == "ledger\ufffd 7 is locked"
         assert dict(got_nul.tags) == {"team": "bil\ufffdling"}

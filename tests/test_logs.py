@@ -494,3 +494,41 @@ def test_json_lines_fall_back_for_values_orjson_refuses() -> None:
 
     assert json.loads(_dumps({"big": 2**70, "obj": Ledger()})) == {"big": 2**70, "obj": "ledger-7"}
     assert json.loads(_dumps({1: "one"})) == {"1": "one"}
+
+
+def test_an_error_message_that_is_not_utf8_does_not_lose_the_log_lines(tmp_path: Path) -> None:
+    """An undecodable file name in an error message (a lone surrogate, as ``os.fsdecode`` makes
+    it) cannot be written as UTF-8: its line is written escaped, and neither it nor the other
+    runs' lines of the batch are lost."""
+    log_file = tmp_path / "runs.jsonl"
+    configure_logging("json", file=str(log_file))
+    tracker = Tracker(
+        f"sqlite:///{tmp_path}/t.sqlite3", settings=TrackerSettings(flush_interval=0.02), logs=True
+    )
+
+    @tracked_job
+    def load_file() -> None:
+        raise FileNotFoundError("no such file: 'caf\udce9.txt'")
+
+    @tracked_job
+    def report() -> None:
+        return None
+
+    try:
+        with pytest.raises(FileNotFoundError):
+            load_file()
+        report()
+        assert tracker.flush()
+    finally:
+        tracker.close()
+    events = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    # a direct call's job id is the function's qualified name
+    lifecycle = [(e["event"], e["job_id"].split(".")[-1]) for e in events if "job_id" in e]
+    assert lifecycle == [
+        ("job_started", "load_file"),
+        ("job_failed", "load_file"),
+        ("job_started", "report"),
+        ("job_succeeded", "report"),
+    ]
+    failed = next(e for e in events if e["event"] == "job_failed")
+    assert failed["error_message"] == "no such file: 'caf\udce9.txt'"

@@ -394,7 +394,9 @@ def _fallback(value: object) -> str:
         return repr(value)
 
 
-_ENCODER = json.JSONEncoder(default=_fallback, ensure_ascii=False)
+_ENCODER = json.JSONEncoder(default=_fallback, ensure_ascii=True)
+"""ASCII out: what orjson refuses includes lone surrogates (an undecodable file name in an error
+message), which the log file's UTF-8 cannot hold; escaped, the line (and its batch) is written."""
 
 _orjson_dumps: Callable[..., bytes] | None
 _UTC_Z = 0

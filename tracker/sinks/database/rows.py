@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..._record import _EMPTY_TAGS, Execution, Origin, Status
-from ..storable import NUL, storable_text
+from ..storable import storable_text
 
 
 def to_row(e: Execution) -> dict[str, Any]:
@@ -194,17 +194,17 @@ _LENGTHS = _lengths()
 
 def storable(e: Execution) -> Execution:
     """``e`` as a database that refused it can take it: text without NUL characters (which
-    PostgreSQL's text cannot hold) and within its column's length (a job id past 255
+    PostgreSQL's text cannot hold) or lone surrogates (which neither driver can encode), and
+    within its column's length (a job id past 255
     characters, say; SQLite does not enforce lengths, PostgreSQL does). See
     :func:`~tracker.sinks.storable.storable_text`."""
     values: list[Any] = list(e)
     for at, value in enumerate(values):
         if isinstance(value, str) and not isinstance(value, Status | Origin):
             values[at] = storable_text(value, _LENGTHS.get(at))
-    tags = e.tags
-    if tags and any(NUL in k or NUL in v for k, v in tags.items()):
+    if e.tags:
         values[_AT_TAGS] = MappingProxyType(
-            {storable_text(k): storable_text(v) for k, v in tags.items()}
+            {storable_text(k): storable_text(v) for k, v in e.tags.items()}
         )
     return _new_execution(values)
 

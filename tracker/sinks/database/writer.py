@@ -39,9 +39,10 @@ class _Unwritable(Exception):
     """A record could not be made a row (a value of the wrong type)."""
 
 
-_REFUSED = (DataError, IntegrityError, _Unwritable)
+_REFUSED = (DataError, IntegrityError, _Unwritable, UnicodeError)
 """What a write fails with for what is in a record (the same each time it is tried), not for
-the database being away: a value the database refuses, or one the row cannot be made of."""
+the database being away: a value the database refuses, one the row cannot be made of, or text
+the driver cannot encode (a lone surrogate, from an undecodable file name in an error)."""
 
 
 class DatabaseSink(BaseSink):
