@@ -345,3 +345,41 @@ def test_text_the_database_cannot_hold_alerts_like_any_other(
     assert set(by_job) == {long_id[:20], "sync"}
     assert by_job["sync"]["kind"] == "failed"
     assert by_job[long_id[:20]]["kind"] == "failed"
+
+
+def test_a_delivery_error_the_database_cannot_hold_is_still_recorded(database_url: str) -> None:
+    """A channel's error text with a NUL or a lone surrogate (an SMTP server's reply, say) is
+    recorded on the delivery (each as U+FFFD), not lost with the delivery's outcome."""
+    from sqlalchemy import insert
+
+    from tracker.sinks.alerts.state import FAILED, AlertStore, alert_flips
+    from tracker.sinks.database import create_tracker_engine, upgrade
+
+    engine = create_tracker_engine(database_url)
+    try:
+        upgrade(engine)
+        store = AlertStore(engine, "web-1")
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                insert(alert_flips).values(
+                    id="flip-1",
+                    job_id="sync",
+                    job_name="sync",
+                    created_at=now,
+                    old_state="up",
+                    new_state="down",
+                    kind="failed",
+                    severity="error",
+                    payload={},
+                )
+            )
+        assert store.claim("flip-1", ["email"], now)
+        store.set_delivery(
+            "flip-1", "email", FAILED, attempts=3, error="550 mailbox\x00 caf\udce9 unavailable"
+        )
+        (delivery,) = store.deliveries("flip-1")
+    finally:
+        engine.dispose()
+    assert (delivery["status"], delivery["attempts"]) == (FAILED, 3)
+    assert delivery["error"] == "550 mailbox\ufffd caf\ufffd unavailable"

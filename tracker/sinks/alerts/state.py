@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ..database.schema import UTCDateTime, instances, metadata
+from ..storable import storable_text
 from .model import Alert, AlertKind, JobHealth
 from .policy import Health
 
@@ -279,8 +280,8 @@ class AlertStore:
         values: dict[str, Any] = {"status": status, "updated_at": datetime.now(UTC)}
         if attempts is not None:
             values["attempts"] = attempts
-        if error is not None:
-            values["error"] = error[:_MAX_ERROR]
+        if error is not None:  # a channel's error text: it may hold a NUL or a lone surrogate
+            values["error"] = storable_text(error[:_MAX_ERROR])
         with self.engine.begin() as conn:
             conn.execute(
                 update(alert_deliveries)
