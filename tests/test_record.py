@@ -80,6 +80,6 @@ def test_run_ids_are_unique_and_time_ordered() -> None:
 def test_times_are_written_as_isoformat_writes_them(moment: datetime) -> None:
     """Spans, log lines and Sentry contexts write a run's times with a faster formatter than
     ``isoformat``; the text is the same, to the character."""
-    from tracker._iso import iso
+    from tracker.sinks.iso import iso
 
     assert iso(moment) == moment.isoformat()

@@ -42,11 +42,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .. import _context
 from .._hub import Hub
-from .._iso import iso
 from .._record import Execution, JobState, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
 from . import _job_errors
+from .iso import iso
 
 __all__ = [
     "LifecycleLogSink",

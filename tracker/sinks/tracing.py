@@ -44,11 +44,11 @@ from opentelemetry.trace.status import StatusCode
 
 from .. import _context
 from .._hub import Hub
-from .._iso import iso
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
 from .deferred_spans import DeferredSpans, StandInSpan
+from .iso import iso
 
 __all__ = [
     "ATTR_JOB_ID",

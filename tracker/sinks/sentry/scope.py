@@ -21,10 +21,10 @@ from typing import Any
 
 import sentry_sdk
 
-from ..._iso import iso
 from ..._record import Status
 from ..._run import Run
 from .._job_errors import ExcInfo
+from ..iso import iso
 
 __all__ = ["SentryHook", "capture_untracked_failure", "sentry_enabled"]
 

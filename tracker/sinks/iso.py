@@ -1,4 +1,5 @@
-"""ISO 8601 text of the times records carry, cheaply."""
+"""ISO 8601 text of the times records carry, cheaply (for the sinks: the core imports nothing
+third-party, and orjson comes with the ``logging`` extra)."""
 
 from __future__ import annotations
 
