@@ -7,6 +7,8 @@ import re
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
+ID_LENGTH = 255
+"""Length of the columns that hold a job's id or name, in every table (``VARCHAR(255)``)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

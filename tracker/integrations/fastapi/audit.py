@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from ...sinks.database.schema import UTCDateTime, metadata
-from ...sinks.storable import storable_text
+from ...sinks.storable import ID_LENGTH, storable_text
 
 AUDIT_TABLE = "tracker_audit"
 
@@ -85,10 +85,10 @@ class AuditLog:
             result = conn.execute(
                 insert(audit_log).values(
                     at=entry.at,
-                    actor=storable_text(entry.actor, 255),
-                    client=_storable(entry.client, 255),
+                    actor=storable_text(entry.actor, ID_LENGTH),
+                    client=_storable(entry.client, ID_LENGTH),
                     action=entry.action,
-                    job_id=_storable(entry.job_id, 255),
+                    job_id=_storable(entry.job_id, ID_LENGTH),
                     before_state=dict(entry.before) if entry.before is not None else None,
                     after_state=dict(entry.after) if entry.after is not None else None,
                     detail=_storable(entry.detail),
@@ -113,7 +113,7 @@ class AuditLog:
         t = audit_log
         conditions = []
         if job_id is not None:
-            conditions.append(t.c.job_id == _storable(job_id, 255))
+            conditions.append(t.c.job_id == _storable(job_id, ID_LENGTH))
         if action is not None:
             conditions.append(t.c.action == action)
         if actor is not None:

@@ -26,7 +26,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from ..._ids import new_run_id
 from ..._record import Execution, JobState, JobVanished, RunTimedOut
 from ..._sink import BaseSink, TrackerEvent
-from ..storable import storable_text
+from ..storable import ID_LENGTH, storable_text
 from .channels.base import error_summary
 from .channels.text import duration, when
 from .config import AlertConfig
@@ -74,10 +74,7 @@ def _identity(event: AlertEvent) -> tuple[str, str]:
         job_id, job_name = event.run.job_id, event.run.job_name
     else:
         job_id, job_name = event.job_id, event.job_name
-    return storable_text(job_id, _ID_LENGTH), storable_text(job_name, _ID_LENGTH)
-
-
-_ID_LENGTH = 255
+    return storable_text(job_id, ID_LENGTH), storable_text(job_name, ID_LENGTH)
 
 
 class AlertSink(BaseSink):

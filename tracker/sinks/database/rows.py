@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..._record import _EMPTY_TAGS, Execution, Origin, Status
-from ..storable import storable_text
+from ..storable import ID_LENGTH, storable_text
 
 
 def to_row(e: Execution) -> dict[str, Any]:
@@ -111,16 +111,12 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-_ID_LENGTH = 255
-"""Length of the ``job_id`` and ``job_name`` columns: longer ones are stored as
-:func:`~tracker.sinks.storable.storable_text` makes them, on every backend (PostgreSQL
-refuses them as they are, SQLite would keep them whole)."""
-
-
 def stored_job_id(job_id: str) -> str:
     """The ``job_id`` (or ``job_name``) the history holds for a job of this id (or name): the
-    same, unless it is past 255 characters."""
-    return job_id if len(job_id) <= _ID_LENGTH else storable_text(job_id, _ID_LENGTH)
+    same, unless it is past its column's 255 characters, then as
+    :func:`~tracker.sinks.storable.storable_text` cuts it, on every backend (PostgreSQL refuses
+    it as it is, SQLite would keep it whole)."""
+    return job_id if len(job_id) <= ID_LENGTH else storable_text(job_id, ID_LENGTH)
 
 
 def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
@@ -195,8 +191,7 @@ _LENGTHS = _lengths()
 def storable(e: Execution) -> Execution:
     """``e`` as a database that refused it can take it: text without NUL characters (which
     PostgreSQL's text cannot hold) or lone surrogates (which neither driver can encode), and
-    within its column's length (a job id past 255
-    characters, say; SQLite does not enforce lengths, PostgreSQL does). See
+    within its column's length (SQLite does not enforce lengths, PostgreSQL does). See
     :func:`~tracker.sinks.storable.storable_text`."""
     values: list[Any] = list(e)
     for at, value in enumerate(values):
