@@ -71,8 +71,11 @@ def make_tracker(database_url: str) -> Iterator[MakeTracker]:
         tracker.close(timeout=5)
 
 
-def record(tracker: Tracker, status: Status, job: str = "sync", n: int = 0) -> Execution:
-    """Record one finished run of ``job`` through ``tracker``'s hub, as an integration does."""
+def record(
+    tracker: Tracker, status: Status, job: str = "sync", n: int = 0, **changes: Any
+) -> Execution:
+    """Record one finished run of ``job`` through ``tracker``'s hub, as an integration does
+    (``changes``: fields of the record to set otherwise)."""
     now = datetime.now(UTC)
     execution = Execution(
         run_id=new_run_id(),
@@ -85,7 +88,7 @@ def record(tracker: Tracker, status: Status, job: str = "sync", n: int = 0) -> E
         duration_s=0.0,
         error_type="RuntimeError" if status is Status.FAILED else None,
         error_message=f"attempt {n} failed" if status is Status.FAILED else None,
-    )
+    ).evolve(**changes)
     tracker.hub.record(execution)
     return execution
 
@@ -323,22 +326,8 @@ def test_text_the_database_cannot_hold_alerts_like_any_other(
     """A failure whose message holds a NUL character, of a job whose id is past 255 characters
     (neither of which PostgreSQL's text holds), still alerts; and the jobs after it too."""
     tracker = make_tracker(WebhookChannel(receiver.url))
-    now = datetime.now(UTC)
     long_id = "nightly-" + "x" * 300
-    tracker.hub.record(
-        Execution(
-            run_id=new_run_id(),
-            job_id=long_id,
-            job_name=long_id,
-            status=Status.FAILED,
-            scheduled_at=now,
-            started_at=now,
-            finished_at=now,
-            duration_s=0.0,
-            error_type="ValueError",
-            error_message="ledger\x00 7 is locked",
-        )
-    )
+    record(tracker, Status.FAILED, job=long_id, error_message="ledger\x00 7 is locked")
     record(tracker, Status.FAILED, job="sync")
     settle(tracker)
     by_job = {body["job"]["id"][:20]: body for body in receiver.bodies()}

@@ -116,9 +116,9 @@ def prune(
     # table again for each batch made pruning quadratic: 9 s for 100,000 rows of 200,000.)
     with engine.connect() as conn:
         jobs = list(conn.execute(select(t.c.job_id).distinct()).scalars())
+    newest_first = (t.c.scheduled_at.desc(), t.c.run_id.desc())
     total = 0
     for job_id in jobs:
-        newest_first = (t.c.scheduled_at.desc(), t.c.run_id.desc())
         with engine.connect() as conn:
             first_gone = conn.execute(
                 select(t.c.scheduled_at, t.c.run_id)
