@@ -18,9 +18,11 @@ writer process (``database_writer="process"``). Then the CPU this process spent 
 (``time.process_time``, all its threads; not the writer process's), a steadier figure than
 throughput where other work shares the machine. Keep ``--jobs`` at 5000 when comparing: with
 more jobs, APScheduler's own ``MemoryJobStore`` slows (its removals are O(n)) and every
-ratio looks better. ``--pin 1`` runs everything (a writer process too) on one core: throughput
-then says little (the GIL is handed over within one core, the writer process competes with the
-service), but the CPU per run varies far less from run to run than on two cores.
+ratio looks better. Last, the garbage collections that ran while the jobs did: a full
+(generation 2) collection costs tens of milliseconds in this process. ``--pin 1`` runs
+everything (a writer process too) on one core: throughput then says little (the GIL is handed
+over within one core, the writer process competes with the service), but the CPU per run
+varies far less from run to run than on two cores.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ _count = 0
 _target = 0
 _lock = threading.Lock()
 _cpu: list[float] = []  # CPU seconds of this process (all its threads) during each dispatch
+_gcs: list[tuple[int, ...]] = []  # garbage collections (per generation) during each dispatch
+
+
+def _collections() -> tuple[int, ...]:
+    return tuple(generation["collections"] for generation in gc.get_stats())
 
 
 def _tick() -> None:
@@ -81,6 +88,7 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
     _count, _target = 0, n
     _done.clear()
     gc.collect()  # each round starts with the same, empty, garbage collector state
+    collections = _collections()
     started = time.perf_counter()
     cpu = time.process_time()
     scheduler.resume()
@@ -88,6 +96,7 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
         raise RuntimeError("jobs did not finish")
     elapsed = time.perf_counter() - started
     _cpu.append(time.process_time() - cpu)
+    _gcs.append(tuple(b - a for a, b in zip(collections, _collections(), strict=True)))
     # The last run can end before the scheduler's thread has removed the last one-shot jobs
     # from the store; shutting down under it makes APScheduler raise JobLookupError there.
     deadline = time.monotonic() + 30
@@ -186,11 +195,13 @@ def main() -> None:
         os.sched_setaffinity(0, {args.pin})
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    gcs: dict[str, list[tuple[int, ...]]] = {name: [] for name in VARIANTS}
     dispatch(500, plain_job, None)  # warm-up
     for _ in range(args.rounds):
         for name, (func, setup) in VARIANTS.items():
             times[name].append(dispatch(args.jobs, func, setup))
             cpu[name].append(_cpu.pop())
+            gcs[name].append(_gcs.pop())
     untracked = times["untracked APScheduler"]
     base = args.jobs / statistics.median(untracked)
     print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")
@@ -204,6 +215,11 @@ def main() -> None:
     for name, samples in cpu.items():
         per_run = statistics.median(samples) / args.jobs * 1e6
         print(f"  {name:38s} {per_run:6.1f} µs  (+{per_run - untracked_cpu:5.1f} µs)")
+    print("Garbage collections while the jobs ran, per round (generations 0 / 1 / 2; the objects")
+    print("a run leaves behind until its record is written make them more frequent and longer)")
+    for name, rounds in gcs.items():
+        per_round = [sum(r[g] for r in rounds) / len(rounds) for g in range(3)]
+        print(f"  {name:38s} {per_round[0]:5.0f} / {per_round[1]:3.0f} / {per_round[2]:4.1f}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,43 @@ def test_job_reads_its_own_run(tracker) -> None:
     assert record.scheduled_at == seen["scheduled_at"]
 
 
+def test_a_tracked_call_inside_a_run_is_its_own_run_and_the_outer_one_comes_back(tracker) -> None:
+    """A tracked function called from a tracked job: current_run() is the inner run while it
+    runs (even when it fails), the outer one again after it, and nothing once both ended."""
+    seen: dict[str, str] = {}
+
+    @tracked_job
+    def inner(fail: bool) -> None:
+        run = current_run()
+        assert run is not None
+        seen["inner" if not fail else "inner_failed"] = run.run_id
+        if fail:
+            raise KeyError("inner")
+
+    @tracked_job
+    def outer() -> None:
+        before = current_run()
+        assert before is not None
+        inner(False)
+        with pytest.raises(KeyError):
+            inner(True)
+        after = current_run()
+        assert after is not None
+        seen["outer"], seen["after"] = before.run_id, after.run_id
+
+    outer()
+    assert current_run() is None
+    assert seen["after"] == seen["outer"]
+    assert len({seen["outer"], seen["inner"], seen["inner_failed"]}) == 3
+    assert tracker.flush()
+    statuses = {e.run_id: e.status for e in tracker.executions()}
+    assert statuses == {
+        seen["outer"]: Status.SUCCEEDED,
+        seen["inner"]: Status.SUCCEEDED,
+        seen["inner_failed"]: Status.FAILED,
+    }
+
+
 def test_async_direct_call_is_recorded(tracker) -> None:
     """An async tracked function awaited directly is recorded, failure included."""
     asyncio.run(support.async_ok_job())

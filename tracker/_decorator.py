@@ -5,13 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Mapping
-from contextvars import Token
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _context
-from ._hub import Hub
 from ._record import Origin
 from ._run import Run
 
@@ -19,6 +17,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 OPTIONS_ATTR = "__tracker_options__"
+_get_current = _context._current.get
+_set_current = _context._current.set
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,11 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
                 options.max_runtime if max_runtime is None else max_runtime,
                 dispatch.extras,
             )
-        run.token = (hub, _context._current.set(run))
+        # set(), not a reset() token kept until the end: the token would outlive most runs
+        # (queued with them), one more object per run for the garbage collector.
+        run.hub = hub
+        run.outer = _get_current()
+        _set_current(run)
         return run
     except Exception as exc:  # tracking must never stop the job
         hub = _context.default_hub()
@@ -97,13 +101,9 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
 
 def _end(run: Run, error: BaseException | None) -> None:
     """Close the run opened by :func:`_begin`; never raises."""
-    hub: Hub
-    token: Token[Run | None]
-    hub, token = run.token  # type: ignore[misc]
-    try:
-        _context._current.reset(token)
-    except ValueError:  # reset from another context (generator-style misuse); keep going
-        _context._current.set(None)
+    hub = run.hub
+    assert hub is not None
+    _set_current(run.outer)
     try:
         hub.finish(run, error)
     except Exception as exc:

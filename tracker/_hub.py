@@ -117,7 +117,7 @@ class Hub:
         """Held from taking finished runs to publishing their records: a flush() that finds
         none left waits for those the hub's thread is still turning into records."""
         self._live: dict[Run, Run] = {}
-        self._finished: deque[tuple[Run, BaseException | None, float, Status | None]] = deque()
+        self._finished: deque[Run] = deque()  # ended runs, how in run.error/duration/final
         self._by_key: dict[Hashable, Run] = {}
         self._tombstones: OrderedDict[Hashable, None] = OrderedDict()
         self._dropped: dict[str, int] = {}
@@ -276,7 +276,10 @@ class Hub:
         final = None
         if run.extras and "_hooks" in run.extras:  # hooks want the status now
             final = self._exit_hooks(run, None, error)
-        self._finished.append((run, error, duration, final))
+        run.error = error
+        run.duration = duration
+        run.final = final
+        self._finished.append(run)
         if self._closed:  # nobody will drain it: publish now (stopped sinks count it dropped)
             self._drain()
 
@@ -531,9 +534,9 @@ class Hub:
             remaining -= size
             records: list[TrackerEvent] = []
             for _ in range(size):
-                run, error, duration, final = popleft()
+                run = popleft()
                 try:
-                    records.append(self._final_record(run, final, error, duration))
+                    records.append(self._final_record(run, run.final, run.error, run.duration))
                 except Exception as exc:  # one broken run must not stop the others
                     self.report_error("hub", exc)
             with self._lock:

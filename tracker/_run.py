@@ -6,9 +6,13 @@ import threading
 import time
 from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ._ids import new_run_id
 from ._record import _EMPTY_TAGS, Execution, Origin, Status
+
+if TYPE_CHECKING:
+    from ._hub import Hub
 
 _new_execution = Execution._make  # positional construction: the fastest path to a record
 _perf_counter = time.perf_counter
@@ -35,16 +39,20 @@ class Run:
         "_trace_id",
         "_wall0",
         "announced",
+        "duration",
+        "error",
         "extras",
+        "final",
         "forced_status",
+        "hub",
         "instance",
         "job_id",
         "job_name",
         "key",
         "max_runtime",
         "origin",
+        "outer",
         "tags",
-        "token",
     )
 
     def __init__(
@@ -85,8 +93,15 @@ class Run:
         self.extras: dict[str, object] = {}
         self.announced = False
         """Whether its ``running`` record was published (runs that end quickly never are)."""
-        self.token: object = None
-        """The in-run integration's own handle (the ``current_run`` context token)."""
+        self.hub: Hub | None = None
+        """The hub that began it, for the in-run integration's end of the run."""
+        self.outer: Run | None = None
+        """The run that was current where this one began (restored as current at its end)."""
+        # How it ended, set when the job's thread queues it for its record (attributes, not a
+        # tuple: every object that outlives the run is one more for the garbage collector).
+        self.error: BaseException | None = None
+        self.duration = 0.0
+        self.final: Status | None = None
 
     @property
     def run_id(self) -> str:
