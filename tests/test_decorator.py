@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
 import pickle
+import weakref
 
 import pytest
 import support
@@ -125,6 +128,37 @@ def test_a_tracked_call_inside_a_run_is_its_own_run_and_the_outer_one_comes_back
         seen["inner"]: Status.SUCCEEDED,
         seen["inner_failed"]: Status.FAILED,
     }
+
+
+def test_a_failed_run_does_not_keep_its_error_and_frames_alive(tracker) -> None:
+    """Once a failed run is recorded, its exception (and through its traceback the job's
+    frames and their locals: a large payload, say) is freed at once, not left for the garbage
+    collector: the tracker keeps no reference cycle through it."""
+    errors: list[weakref.ref[BaseException]] = []
+
+    class Boom(ValueError):  # built-in exceptions take no weak references; subclasses do
+        pass
+
+    def watched(size: int) -> Boom:
+        error = Boom(f"failed with {size} bytes in hand")
+        errors.append(weakref.ref(error))
+        return error
+
+    @tracked_job
+    def boom() -> None:
+        payload = bytearray(10_000_000)  # held by the job's frame, via the traceback
+        raise watched(len(payload))  # (no local of the job's own refers to its error)
+
+    gc.disable()
+    try:
+        with contextlib.suppress(ValueError):
+            boom()
+        assert tracker.flush()
+        (record,) = tracker.executions(job_id=boom.__qualname__)
+        assert record.status is Status.FAILED
+        assert errors[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_async_direct_call_is_recorded(tracker) -> None:

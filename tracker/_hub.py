@@ -535,8 +535,10 @@ class Hub:
             records: list[TrackerEvent] = []
             for _ in range(size):
                 run = popleft()
+                # Taken off the run: run -> error -> traceback -> the job's frame -> run.
+                error, run.error = run.error, None
                 try:
-                    records.append(self._final_record(run, run.final, run.error, run.duration))
+                    records.append(self._final_record(run, run.final, error, run.duration))
                 except Exception as exc:  # one broken run must not stop the others
                     self.report_error("hub", exc)
             with self._lock:
