@@ -16,7 +16,8 @@ every signal on (database, metrics, spans, JSON logs to a file) >= 40 % (issue 4
 The defaults (database + metrics) are shown too, and both bars' variants again with the
 writer process (``database_writer="process"``). Then the CPU this process spent per run
 (``time.process_time``, all its threads; not the writer process's), a steadier figure than
-throughput where other work shares the machine. Keep ``--jobs`` at 5000 when comparing: with
+throughput where other work shares the machine, and the same split by thread (APScheduler's,
+its pool's, the hub's, each sink's). Keep ``--jobs`` at 5000 when comparing: with
 more jobs, APScheduler's own ``MemoryJobStore`` slows (its removals are O(n)) and every
 ratio looks better. Last, the garbage collections that ran while the jobs did: a full
 (generation 2) collection costs tens of milliseconds in this process. ``--pin 1`` runs
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -49,6 +51,31 @@ _target = 0
 _lock = threading.Lock()
 _cpu: list[float] = []  # CPU seconds of this process (all its threads) during each dispatch
 _gcs: list[tuple[int, ...]] = []  # garbage collections (per generation) during each dispatch
+_threads: list[dict[str, float]] = []  # CPU seconds per kind of thread during each dispatch
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each live thread's name and CPU seconds so far (Unix: ``pthread_getcpuclockid``)."""
+    seen: dict[int, tuple[str, float]] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            seen[thread.ident] = (thread.name, time.clock_gettime(clock))
+        except (AttributeError, OSError):  # not on this platform, or the thread just ended
+            continue
+    return seen
+
+
+def _by_kind(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds since ``before`` per kind of thread (its name without a trailing number:
+    the ten ``ThreadPoolExecutor-0_N`` are one kind)."""
+    kinds: dict[str, float] = {}
+    for ident, (name, seconds) in _thread_cpu().items():
+        kind = re.sub(r"[-_\d]+$", "", name)
+        kinds[kind] = kinds.get(kind, 0.0) + seconds - before.get(ident, (name, 0.0))[1]
+    return kinds
 
 
 def _collections() -> tuple[int, ...]:
@@ -89,6 +116,7 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
     _done.clear()
     gc.collect()  # each round starts with the same, empty, garbage collector state
     collections = _collections()
+    threads = _thread_cpu()
     started = time.perf_counter()
     cpu = time.process_time()
     scheduler.resume()
@@ -96,6 +124,7 @@ def dispatch(n: int, func: Callable[[], None], setup: Callable[[Any], Any] | Non
         raise RuntimeError("jobs did not finish")
     elapsed = time.perf_counter() - started
     _cpu.append(time.process_time() - cpu)
+    _threads.append(_by_kind(threads))
     _gcs.append(tuple(b - a for a, b in zip(collections, _collections(), strict=True)))
     # The last run can end before the scheduler's thread has removed the last one-shot jobs
     # from the store; shutting down under it makes APScheduler raise JobLookupError there.
@@ -196,12 +225,14 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     gcs: dict[str, list[tuple[int, ...]]] = {name: [] for name in VARIANTS}
+    kinds: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     dispatch(500, plain_job, None)  # warm-up
     for _ in range(args.rounds):
         for name, (func, setup) in VARIANTS.items():
             times[name].append(dispatch(args.jobs, func, setup))
             cpu[name].append(_cpu.pop())
             gcs[name].append(_gcs.pop())
+            kinds[name].append(_threads.pop())
     untracked = times["untracked APScheduler"]
     base = args.jobs / statistics.median(untracked)
     print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")
@@ -215,6 +246,14 @@ def main() -> None:
     for name, samples in cpu.items():
         per_run = statistics.median(samples) / args.jobs * 1e6
         print(f"  {name:38s} {per_run:6.1f} µs  (+{per_run - untracked_cpu:5.1f} µs)")
+    print("The same CPU per run, by thread (median; threads under 0.5 µs left out)")
+    for name, rounds in kinds.items():
+        names = {kind for one in rounds for kind in one}
+        medians = {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in names}
+        shown = sorted(
+            ((k, v / args.jobs * 1e6) for k, v in medians.items()), key=lambda kv: -kv[1]
+        )
+        print(f"  {name}: " + ", ".join(f"{k} {us:.1f}" for k, us in shown if us >= 0.5))
     print("Garbage collections while the jobs ran, per round (generations 0 / 1 / 2; the objects")
     print("a run leaves behind until its record is written make them more frequent and longer)")
     for name, rounds in gcs.items():
