@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -177,6 +178,39 @@ def test_bad_database_url_is_a_clear_error(tmp_path) -> None:
         Tracker("nosuchdb://x/y")
     with pytest.raises(ConfigurationError, match="does not exist"):
         Tracker(f"sqlite:///{tmp_path}/missing/dir/t.sqlite3")
+
+
+def test_an_instance_id_a_database_cannot_store_is_a_clear_error(tmp_path) -> None:
+    """An instance id past its 255-character column, or with a NUL or a lone surrogate in it
+    (every row would be refused, or stored cut short): a ConfigurationError saying so, before
+    any thread starts."""
+    from tracker import ConfigurationError, Tracker
+
+    threads = set(threading.enumerate())
+    url = f"sqlite:///{tmp_path}/t.sqlite3"
+    with pytest.raises(ConfigurationError, match=r"at most 255 characters .*this one has 256"):
+        Tracker(url, instance="x" * 256)
+    for bad in ("a\x00b", "host-\udcff"):
+        with pytest.raises(ConfigurationError, match="NUL character or a lone surrogate"):
+            Tracker(url, instance=bad)
+    assert set(threading.enumerate()) == threads
+    with Tracker(url, instance="i" * 255) as tracker:
+        assert tracker.instance == "i" * 255
+
+
+def test_a_long_host_name_still_gets_its_runs_recorded(monkeypatch, tracker_factory) -> None:
+    """The default instance id (``host:pid/xxxxxx``) keeps 200 characters of a longer host
+    name: PostgreSQL would refuse every row of a 300-character one."""
+    import support
+
+    monkeypatch.setattr("tracker._ids.hostname", lambda: "h" * 300 + ".example.com")
+    tracker = tracker_factory()
+    assert tracker.instance.startswith("h" * 200 + ":")
+    assert len(tracker.instance) <= 255
+    support.ok_job()
+    assert tracker.flush(10)
+    [row] = tracker.executions(job_id="ok_job")
+    assert row.instance == tracker.instance
 
 
 def test_sqlite_runs_in_wal_mode(sqlite_url) -> None:

@@ -262,12 +262,20 @@ def test_shutdown_mid_run_records_interrupted(tracker, database_url) -> None:
     assert [tuple(r) for r in rows] == [("interrupted", Origin.DIRECT.value)]
 
 
+# The longest instance id a tracker takes, with characters a file name can't hold as they are.
+_LONG_INSTANCE = "ü/" * 127 + "x"
+
+
 @pytest.mark.postgres
-def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_path, writer) -> None:
-    """Database down at a clean shutdown: records are spilled, and written at the next start."""
+@pytest.mark.parametrize("instance", [None, _LONG_INSTANCE], ids=["default", "long-instance"])
+def test_records_pending_at_shutdown_survive_an_outage(
+    postgres_database, tmp_path, writer, instance
+) -> None:
+    """Database down at a clean shutdown: records are spilled, and written at the next start
+    (with the instance that recorded them, even one whose id is too long for a file name)."""
     url, set_allowed = postgres_database
     settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path, database_writer=writer)
-    tracker = Tracker(url, settings=settings)
+    tracker = Tracker(url, settings=settings, instance=instance)
     set_allowed(False)
     for _ in range(20):
         support.ok_job()
@@ -276,7 +284,9 @@ def test_records_pending_at_shutdown_survive_an_outage(postgres_database, tmp_pa
     set_allowed(True)
     with Tracker(url, settings=settings) as again:
         assert again.flush(timeout=10)
-        assert len(again.executions(job_id="ok_job")) == 20
+        rows = again.executions(job_id="ok_job")
+        assert len(rows) == 20
+        assert {row.instance for row in rows} == {tracker.instance}
     assert not list(tmp_path.glob("*.jsonl")), "the spill file is gone once written"
 
 

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from ._dispatch import SinkWorker
 from ._errors import describe
-from ._ids import new_instance_id
+from ._ids import checked_instance, new_instance_id
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -105,7 +105,7 @@ class Hub:
         interval: float = 0.05,
         announce_after: float | None = None,
     ) -> None:
-        self.instance = instance or new_instance_id()
+        self.instance = checked_instance(instance) if instance else new_instance_id()
         self.queue_capacity = queue_capacity
         self.interval = interval
         self.announce_after = interval if announce_after is None else announce_after

@@ -8,6 +8,11 @@ import random
 import socket
 import time
 
+from ._exceptions import ConfigurationError
+
+INSTANCE_LENGTH = 255
+"""Most characters an instance id may have: it is stored in ``VARCHAR(255)`` columns."""
+_HOST_KEPT = 200
 _counter = itertools.count()
 _random = random.Random()  # not for secrets: uniqueness comes from time + counter + 62 random bits
 
@@ -44,5 +49,38 @@ def hostname() -> str:
 
 
 def new_instance_id() -> str:
-    """``host:pid/xxxxxx``: which process (and which tracker in it) recorded a run."""
-    return f"{hostname()}:{os.getpid()}/{random.SystemRandom().getrandbits(24):06x}"
+    """``host:pid/xxxxxx``: which process (and which tracker in it) recorded a run (the host
+    name cut to 200 characters, so that the id fits its column)."""
+    host = hostname()[:_HOST_KEPT]
+    return f"{host}:{os.getpid()}/{random.SystemRandom().getrandbits(24):06x}"
+
+
+def checked_instance(instance: str) -> str:
+    """``instance`` if a database can store it as given, else :class:`ConfigurationError`.
+
+    Every row a tracker writes carries its instance id, and a tracker that starts again
+    closes the rows of dead instances by it: an id the database would refuse, or store cut
+    short, would lose or orphan every record.
+    """
+    if not isinstance(instance, str):
+        raise ConfigurationError(f"instance must be text, not {type(instance).__name__}")
+    if len(instance) > INSTANCE_LENGTH:
+        raise ConfigurationError(
+            f"instance must be at most {INSTANCE_LENGTH} characters (it is stored in "
+            f"VARCHAR({INSTANCE_LENGTH}) columns); this one has {len(instance)}: "
+            f"{instance[:40]!r}..."
+        )
+    if "\x00" in instance or not _encodable(instance):
+        raise ConfigurationError(
+            f"instance {instance!r} holds a NUL character or a lone surrogate, "
+            "which databases cannot store"
+        )
+    return instance
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from . import _context
 from ._exceptions import ConfigurationError
 from ._hub import Hub, HubStats, RunHook
+from ._ids import checked_instance
 from ._record import Execution, Status
 from ._sink import Sink
 from .settings import TrackerSettings
@@ -82,6 +83,10 @@ class Tracker:
     without a run become ``missed``, jobs that vanish from their store are reported.
     Alerts (``tracker.alerts``, ``docs/alerts.md``) are on with ``alerts=AlertConfig(...)``
     or ``alerts=True``, or when ``TRACKER_ALERT_*`` configures a channel.
+
+    ``instance`` names this tracker on every row it writes (default ``host:pid/xxxxxx``,
+    unique per tracker). Give your own only if it is unique among live trackers on the
+    database, and at most 255 characters (else :class:`ConfigurationError`).
     """
 
     def __init__(
@@ -103,6 +108,8 @@ class Tracker:
         alerts: AlertConfig | bool | None = None,
         watchdog: WatchdogSettings | bool | None = None,
     ) -> None:
+        if instance:  # checked before anything starts: a bad id raises ConfigurationError
+            checked_instance(instance)
         self.settings = settings or TrackerSettings()
         # Checked before anything starts: a bad channel raises ConfigurationError here.
         alert_config = resolve_alerts(alerts)

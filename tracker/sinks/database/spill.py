@@ -23,6 +23,7 @@ from .rows import from_row, to_row
 logger = logging.getLogger("tracker.database")
 
 _TIMES = ("scheduled_at", "started_at", "finished_at")
+_NAME_KEPT = 96
 
 
 def default_spill_dir() -> Path:
@@ -35,11 +36,21 @@ def _prefix(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def _file_part(instance: str) -> str:
+    """``instance`` as part of a file name: ASCII letters and digits (others as ``_``), and a
+    long one cut to 96 characters, the last 16 the hex digits of its SHA-256 (an instance id
+    may have 255 characters, non-ASCII ones too; file systems allow names of 255 bytes)."""
+    safe = "".join(c if c.isascii() and c.isalnum() else "_" for c in instance)
+    if len(safe) > _NAME_KEPT:
+        digest = hashlib.sha256(instance.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        safe = f"{safe[: _NAME_KEPT - 17]}_{digest}"
+    return safe
+
+
 def spill(directory: Path, url: str, instance: str, records: Iterable[Execution]) -> Path:
     """Write ``records`` to a spill file for ``url``; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() else "_" for c in instance)
-    path = directory / f"{_prefix(url)}-{safe}.jsonl"
+    path = directory / f"{_prefix(url)}-{_file_part(instance)}.jsonl"
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for record in records:
