@@ -95,6 +95,19 @@ def test_timestamps_round_trip_as_aware_utc(tracker) -> None:
     assert row.scheduled_at == due and row.scheduled_at.tzinfo is UTC
 
 
+@pytest.mark.parametrize("job_id", ["nul\x00id", "report-\udcff.csv"], ids=["nul", "surrogate"])
+def test_a_jobs_history_is_found_by_its_id_whatever_text_the_id_holds(tracker, job_id) -> None:
+    """A job id with a NUL character (PostgreSQL's text can't hold it) or a lone surrogate (an
+    undecodable file name; no driver can send it) is stored with U+FFFD in its place, and
+    looking the history up by the job's own id finds it (it used to raise on both backends)."""
+    due = datetime.now(UTC)
+    tracker.hub.record(_record(job_id, due))
+    assert tracker.flush()
+    (row,) = tracker.executions(job_id=job_id)
+    assert row.job_id == job_id.replace("\x00", "\ufffd").replace("\udcff", "\ufffd")
+    assert row.scheduled_at == due
+
+
 def test_timestamps_keep_every_microsecond_across_seconds(tracker) -> None:
     """Times on both sides of second, day and year boundaries, some in other zones, read
     back exactly (the writer reuses the text of a second it formatted just before)."""

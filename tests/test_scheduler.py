@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import support
+from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tracker import BaseSink, JobState, Origin, Status
+from tracker import BaseSink, JobState, Origin, Status, tracked_job
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -315,3 +316,175 @@ def test_undecorated_jobs_added_later_are_recorded(tracker) -> None:
     (bad,) = finished(tracker, job_id="plain-bad-once")
     assert bad.status is Status.FAILED and bad.error_type
     assert all(r.is_finished for r in tracker.executions(limit=1000))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def _plain_unprintable_job() -> None:
+    raise _Unprintable()
+
+
+def _deep(n: int) -> None:
+    if n == 0:
+        try:
+            raise KeyError("the cause")
+        except KeyError as cause:
+            raise ValueError("deep") from cause
+    _deeper(n - 1)
+
+
+def _deeper(n: int) -> None:  # two functions: Python does not fold their repeated lines
+    _deep(n)
+
+
+def _plain_deep_failing_job() -> None:
+    _deep(250)
+
+
+@tracked_job
+def _decorated_unprintable_job() -> None:
+    raise _Unprintable()
+
+
+def test_failures_no_text_can_be_made_of_are_still_recorded_failed(tracker) -> None:
+    """An exception whose ``__str__`` raises, in a decorated or an undecorated job: one
+    ``failed`` row with its qualified type, a stand-in message and its traceback (an
+    undecorated one used to stay ``running`` until shutdown, then ``interrupted``)."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    now = datetime.now(UTC)
+    scheduler.add_job(_plain_unprintable_job, "date", run_date=now, id="plain")
+    scheduler.add_job(_decorated_unprintable_job, "date", run_date=now, id="decorated")
+    scheduler.start()
+    try:
+        rows = support.wait_for(
+            lambda: (finished(tracker, job_id="plain"), finished(tracker, job_id="decorated"))
+            if finished(tracker, job_id="plain") and finished(tracker, job_id="decorated")
+            else None
+        )
+    finally:
+        scheduler.shutdown(wait=True)
+    for (row,) in rows:
+        assert row.status is Status.FAILED
+        assert row.error_type == f"{__name__}._Unprintable"
+        assert row.error_message == "<exception str() failed>"
+        assert row.traceback and "_Unprintable: <exception str() failed>" in row.traceback
+    assert tracker.stats().live_runs == 0
+
+
+def test_an_undecorated_jobs_traceback_is_bounded_and_ends_with_its_exception(tracker) -> None:
+    """APScheduler hands undecorated jobs' failures over as the frames' text alone: the row
+    keeps the whole formatted exception (its line, its cause), cut to 16,000 characters
+    around the middle as decorated jobs' are, not 60,000 characters of frames."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(_plain_deep_failing_job, "date", run_date=datetime.now(UTC), id="deep")
+    scheduler.start()
+    try:
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="deep"))
+    finally:
+        scheduler.shutdown(wait=True)
+    assert row.status is Status.FAILED and row.error_type == "ValueError"
+    assert len(row.traceback) <= 16_000
+    assert "characters cut" in row.traceback
+    assert "KeyError: 'the cause'" in row.traceback
+    assert row.traceback.rstrip().endswith("ValueError: deep")
+
+
+class _Service:
+    @tracked_job
+    def refresh(self) -> str:
+        return "refreshed"
+
+    @classmethod
+    @tracked_job
+    def cleanup(cls) -> str:
+        return "cleaned"
+
+
+def test_a_decorated_method_scheduled_as_a_bound_method_is_recorded_as_its_job(tracker) -> None:
+    """``scheduler.add_job(service.refresh, ...)`` with a decorated method (or classmethod):
+    each run is the job's own, scheduled, with its fire time (it used to be recorded as a
+    direct call under the method's name, the job having no history)."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    now = datetime.now(UTC)
+    scheduler.add_job(_Service().refresh, "date", run_date=now, id="refresh")
+    scheduler.add_job(_Service.cleanup, "date", run_date=now, id="cleanup")
+    scheduler.start()
+    try:
+        support.wait_for(
+            lambda: finished(tracker, job_id="refresh") and finished(tracker, job_id="cleanup")
+        )
+    finally:
+        scheduler.shutdown(wait=True)
+    rows = tracker.executions()
+    assert sorted((r.job_id, r.origin, r.status) for r in rows) == [
+        ("cleanup", Origin.SCHEDULED, Status.SUCCEEDED),
+        ("refresh", Origin.SCHEDULED, Status.SUCCEEDED),
+    ]
+    assert all(r.scheduled_at == now for r in rows)
+
+
+@tracked_job
+def _walk(depth: int = 3) -> int:
+    return 0 if depth == 0 else 1 + _walk(depth - 1)
+
+
+def test_a_job_that_calls_itself_is_one_run(tracker) -> None:
+    """Recursion in a tracked job, scheduled or called directly: the inner calls are part of
+    the run (a scheduled one used to give a ``scheduled`` row per level, all with the same fire
+    time), and the job gets its result."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    results: list[int] = []
+    scheduler.add_listener(lambda event: results.append(event.retval), EVENT_JOB_EXECUTED)
+    scheduler.add_job(_walk, "date", run_date=datetime.now(UTC), id="walk")
+    scheduler.start()
+    try:
+        support.wait_for(lambda: finished(tracker, job_id="walk"))
+    finally:
+        scheduler.shutdown(wait=True)
+    assert _walk(2) == 2
+    assert tracker.flush()
+    assert results == [3]
+    rows = tracker.executions()
+    assert sorted((r.job_id, r.origin) for r in rows) == [
+        ("_walk", Origin.DIRECT),
+        ("walk", Origin.SCHEDULED),
+    ]
+
+
+def test_a_job_replaced_by_a_decorated_one_mid_run_closes_that_run(tracker) -> None:
+    """``replace_existing=True`` swaps an undecorated job for a decorated one while a run of
+    the old one is going: that run (known from scheduler events) still ends ``succeeded``
+    (it used to stay ``running``, then ``interrupted`` at shutdown)."""
+    import threading
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_plain() -> None:
+        started.set()
+        release.wait(5)
+
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.add_job(slow_plain, "date", run_date=datetime.now(UTC), id="swapped")
+    scheduler.start()
+    try:
+        assert started.wait(5)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        scheduler.add_job(
+            support.ok_job, "date", run_date=later, id="swapped", replace_existing=True
+        )
+        release.set()
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="swapped"))
+    finally:
+        release.set()
+        scheduler.shutdown(wait=True)
+    assert row.status is Status.SUCCEEDED
+    assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]

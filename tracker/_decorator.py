@@ -55,9 +55,14 @@ def is_tracked(func: object) -> bool:
 def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
     """Open the run ``wrapper`` is being called for (``None``: untracked); never raises."""
     try:
+        outer = _get_current()
         dispatch = _context.resolve(wrapper)
+        if outer is not None and _within(outer, dispatch, options.name):
+            return None  # the function called itself: the inner calls are part of its run
         if dispatch is None:
-            hub = _context.default_hub()
+            # A call inside a run goes to that run's tracker (else: the most recent one).
+            hub = outer.hub if outer is not None and outer.hub is not None else None
+            hub = hub or _context.default_hub()
             if hub is None or hub.closed:
                 return None
             run = hub.begin(
@@ -89,7 +94,7 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
         # set(), not a reset() token kept until the end: the token would outlive most runs
         # (queued with them), one more object per run for the garbage collector.
         run.hub = hub
-        run.outer = _get_current()
+        run.outer = outer
         _set_current(run)
         return run
     except Exception as exc:  # tracking must never stop the job
@@ -97,6 +102,26 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
         if hub is not None:
             hub.report_error("tracked_job", exc)
         return None
+
+
+def _within(run: Run | None, dispatch: _context.Dispatch | None, name: str) -> bool:
+    """Whether this call is recursion: ``run``, or a run it is nested in, still in progress,
+    is this function's run. Either the scheduler called the job's function once and it called
+    itself (the frames above still show the scheduler's call: ``dispatch`` is that run's), or
+    it was called directly and called itself (a direct run of the function ``name``)."""
+    while run is not None:
+        if run.final is None:
+            if dispatch is None:
+                if run.origin is Origin.DIRECT and run.job_id == name:
+                    return True
+            elif (
+                run.job_id == dispatch.job_id
+                and run._scheduled_at is not None
+                and run._scheduled_at == dispatch.scheduled_at
+            ):
+                return True
+        run = run.outer
+    return False
 
 
 def _end(run: Run, error: BaseException | None) -> None:

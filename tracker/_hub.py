@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from ._dispatch import SinkWorker
-from ._errors import describe
+from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
@@ -331,8 +331,8 @@ class Hub:
         elif error is not None:
             try:
                 etype, emessage, etb = describe(error)
-            except Exception as exc:  # a broken __str__ must not reach the job
-                etype, emessage, etb = type(error).__name__, "<unprintable error>", None
+            except Exception as exc:  # describe() does not raise; whatever did must not spread
+                etype, emessage, etb = type(error).__name__, UNPRINTABLE, None
                 self.report_error("hub", exc)
         started = run.started_at
         scheduled = run.scheduled_at
@@ -426,6 +426,10 @@ class Hub:
             origin=origin,
         )
 
+    def has_event_run(self, key: Hashable) -> bool:
+        """Whether a run opened by :meth:`event_started` under ``key`` is in progress."""
+        return key in self._by_key
+
     def event_finished(
         self,
         key: Hashable,
@@ -447,10 +451,9 @@ class Hub:
                     self._tombstones.popitem(last=False)
         if run is None:
             run = self._open_from_event(key, job_id, job_name, scheduled_at, tags, origin)
-        details = None
-        if error is not None:
-            etype, emessage, _ = describe(error)
-            details = (etype, emessage, traceback or "")
+        # The exception's own traceback when it has one (APScheduler's text has the frames
+        # only: no exception line, no chained causes), bounded either way.
+        details = describe(error, traceback) if error is not None else None
         self.close_run(run, error=error, error_details=details)
 
     # -- health, flush, close ------------------------------------------------------

@@ -250,11 +250,14 @@ class SchedulerInstrumentation:
 
     def _on_finished(self, event: JobExecutionEvent) -> None:
         known = self._known(event.job_id)
-        if self._records_in_run(known):  # recorded from inside the run
+        key = (event.job_id, event.scheduled_run_time)
+        if self._records_in_run(known) and not self.hub.has_event_run(key):
+            # Recorded from inside the run. (A run opened from its submission is closed here
+            # even so: the job was replaced by a decorated one while that run was going.)
             return
         job_id, origin = self._identity(event.job_id)
         self.hub.event_finished(
-            (event.job_id, event.scheduled_run_time),
+            key,
             job_id=job_id,
             origin=origin,
             job_name=known.name if known else event.job_id,

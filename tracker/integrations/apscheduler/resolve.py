@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.base import run_coroutine_job, run_job
@@ -36,12 +37,15 @@ instrumented: dict[int, SchedulerInstrumentation] = {}
 
 
 def _calls(func: Any, wrapper: Callable[..., object]) -> bool:
-    """Whether calling ``func`` reaches ``wrapper`` (itself, a partial, or a ``@wraps`` chain)."""
+    """Whether calling ``func`` reaches ``wrapper`` (itself, a bound method of it, a partial, or
+    a ``@wraps`` chain)."""
     for _ in range(8):
         if func is wrapper:
             return True
         if isinstance(func, functools.partial):
             func = func.func
+        elif isinstance(func, MethodType):  # its __wrapped__ would skip the wrapper
+            func = func.__func__
         else:
             func = getattr(func, "__wrapped__", None)
             if func is None:

@@ -113,10 +113,11 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def stored_job_id(job_id: str) -> str:
     """The ``job_id`` (or ``job_name``) the history holds for a job of this id (or name): the
-    same, unless it is past its column's 255 characters, then as
-    :func:`~tracker.sinks.storable.storable_text` cuts it, on every backend (PostgreSQL refuses
-    it as it is, SQLite would keep it whole)."""
-    return job_id if len(job_id) <= ID_LENGTH else storable_text(job_id, ID_LENGTH)
+    same, unless it is past its column's 255 characters or holds a NUL character or a lone
+    surrogate, then as :func:`~tracker.sinks.storable.storable_text` makes it, on every
+    backend (PostgreSQL refuses it as it is, SQLite would keep it whole; neither driver can
+    send a lone surrogate). Lookups by the job's own id therefore find its rows."""
+    return storable_text(job_id, ID_LENGTH)
 
 
 def tuple_maker(dialect: str) -> Callable[[Execution], tuple[Any, ...]]:
