@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -208,6 +210,9 @@ def test_health_is_503_when_the_scheduler_stopped(api: Api) -> None:
     assert refused.status_code == 503
     assert refused.json()["detail"].startswith("The scheduler is not running")
     assert api.client.get("/jobs/quick", headers=AUTH).status_code == 503
+    listed = api.client.get("/jobs", headers=AUTH)  # not an empty list: the jobs still exist
+    assert listed.status_code == 503
+    assert listed.json()["detail"].startswith("The scheduler is not running")
 
 
 def test_health_is_503_while_the_database_is_locked(api: Api, sqlite_url: str) -> None:
@@ -438,6 +443,24 @@ def test_a_job_id_past_the_columns_length_is_audited_and_found(api_db: Api) -> N
     assert len(runs["items"]) == 2
 
 
+def test_resume_refuses_a_date_job_whose_time_has_passed(api: Api) -> None:
+    """A paused one-shot job whose run time went by while paused is a 409 too: its trigger
+    still answers that time, and APScheduler would drop the job once resumed."""
+    api.scheduler.add_job(
+        quick,
+        "date",
+        run_date=datetime.now(UTC) - timedelta(minutes=5),
+        id="once",
+        next_run_time=None,
+    )
+    support.wait_for(lambda: api.scheduler.get_job("once"))
+    response = api.client.post("/jobs/once/resume", headers=AUTH)
+    assert response.status_code == 409
+    assert "Job 'once' has no fire time left" in response.json()["detail"]
+    assert api.job("once")["paused"] is True
+    assert api.audit() == []
+
+
 def test_resume_refuses_a_job_with_no_fire_time_left(api: Api) -> None:
     """Resuming a paused job whose schedule ended is 409; the job stays (APScheduler drops it)."""
     ended = datetime.now(UTC) - timedelta(hours=1)
@@ -472,6 +495,11 @@ def test_resume_refuses_a_job_with_no_fire_time_left(api: Api) -> None:
             {"type": "cron", "expression": "0 12 * * 0"},
             lambda t: t.weekday() == 6 and t.hour == 12,
             id="cron5-sunday-is-0",
+        ),
+        pytest.param(
+            {"type": "cron", "expression": "0 12 * * sun-tue"},
+            lambda t: t.weekday() in (6, 0, 1) and t.hour == 12,
+            id="cron5-names-sunday-first",
         ),
         pytest.param(
             {"type": "cron", "expression": "30 15 10 * * *"},
@@ -550,6 +578,32 @@ BAD_SCHEDULES = [
     ({"type": "weekly", "day": "mon"}, "type"),
     ({"type": "interval", "minute": 5}, "Extra inputs are not permitted"),
     ({"type": "date", "run_at": "tomorrow"}, "run_at"),
+    (
+        {"type": "date", "run_at": "9999-12-31T23:59:59-05:00"},
+        "run_at 9999-12-31T23:59:59-05:00 is out of range: in UTC it falls outside "
+        "the years 1 to 9999",
+    ),
+    (
+        {"type": "date", "run_at": "9999-12-31T23:00:00", "timezone": "America/New_York"},
+        "run_at 9999-12-31T23:00:00-05:00 is out of range",
+    ),
+    (
+        {"type": "interval", "seconds": 10, "start_date": "9999-12-31T23:00:00-05:00"},
+        "start_date 9999-12-31T23:00:00-05:00 is out of range",
+    ),
+    (
+        {
+            "type": "interval",
+            "seconds": 10,
+            "start_date": "9999-12-31T23:59:00",
+            "timezone": "America/New_York",
+        },
+        "start_date 9999-12-31T23:59:00-05:00 is out of range",
+    ),
+    (
+        {"type": "cron", "expression": "0 9 * * sun-fun"},
+        "day-of-week field 'sun-fun': 'fun' is not a weekday",
+    ),
 ]
 
 
@@ -559,12 +613,44 @@ BAD_SCHEDULES = [
 def test_bad_schedules_are_422_and_change_nothing(
     api: Api, schedule: dict[str, Any], message: str
 ) -> None:
-    """Each invalid schedule gets a 422 naming the problem; job and audit trail are untouched."""
+    """Each invalid schedule gets a 422 naming the problem; job and audit trail are untouched,
+    and the job still lists, pauses and reschedules."""
     before = api.job("quick")
     response = api.client.put("/jobs/quick/schedule", headers=AUTH, json=schedule)
     assert response.status_code == 422
     assert message in str(response.json()["detail"])
     assert "Traceback" not in response.text
+    assert schedule_of(api.job("quick")) == schedule_of(before)
+    assert api.audit() == []
+    assert api.client.get("/jobs", headers=AUTH).status_code == 200
+    assert api.client.post("/jobs/quick/pause", headers=AUTH).status_code == 200
+    assert api.client.put("/jobs/quick/schedule", headers=AUTH, json=BODY).status_code == 200
+
+
+SURROGATE_BODIES = [
+    ('{"type": "cron", "expression": "\\ud800 * * * *"}', "cron expression '\\ud800 * * * *'"),
+    ('{"type": "cron", "expression": "0 0 * * \\ud800"}', "day-of-week field '\\ud800'"),
+    ('{"type": "date", "run_at": "\\ud800"}', "run_at"),
+    ('{"type": "\\ud800"}', "type"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), SURROGATE_BODIES, ids=[b for b, _ in SURROGATE_BODIES]
+)
+def test_a_lone_surrogate_in_the_body_is_a_422_that_can_be_sent(
+    api: Api, body: str, message: str
+) -> None:
+    """JSON may spell a lone surrogate ("\\ud800"), which UTF-8 can't carry: the 422 that
+    quotes it writes it escaped instead of failing with a 500; the job is untouched."""
+    before = api.job("quick")
+    response = api.client.put(
+        "/jobs/quick/schedule",
+        headers={**AUTH, "Content-Type": "application/json"},
+        content=body,
+    )
+    assert response.status_code == 422
+    assert message in str(response.json()["detail"])
     assert schedule_of(api.job("quick")) == schedule_of(before)
     assert api.audit() == []
 
@@ -617,6 +703,27 @@ def test_job_ids_with_slashes_and_spaces_are_addressable(api: Api) -> None:
     assert api.client.get("/jobs/reports/daily eu/run", headers=AUTH).status_code == 404
     assert api.client.delete("/jobs/reports/daily eu", headers=AUTH).status_code == 200
     assert api.scheduler.get_job("reports/daily eu") is None
+
+
+def test_a_job_id_with_a_lone_surrogate_is_listed(api_db: Api) -> None:
+    """A job id from os.fsdecode may hold a lone surrogate, which no JSON response can carry:
+    the job is listed with U+FFFD in its place (as its runs are stored), not a 500 for all."""
+    api_db.scheduler.add_job(quick, "interval", hours=1, id="report-\udcff.csv")
+    support.wait_for(lambda: api_db.scheduler.get_job("report-\udcff.csv"))
+    response = api_db.client.get("/jobs", headers=AUTH)
+    assert response.status_code == 200
+    ids = [j["id"] for j in response.json()["items"]]
+    assert ids == ["nightly", "quick", "report-\ufffd.csv"]
+
+
+def test_a_next_run_time_without_a_utc_form_does_not_break_the_listing(api: Api) -> None:
+    """A job whose next fire time has no UTC form (past year 9999) is listed in its own offset
+    instead of making GET /jobs a 500 for every job."""
+    end = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    api.scheduler.get_job("nightly").next_run_time = end  # the memory store's own object
+    response = api.client.get("/jobs", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["items"][0]["next_run_at"] == "9999-12-31T23:59:59-05:00"
 
 
 def test_a_failing_setup_closes_the_tracker(sqlite_url: str) -> None:
@@ -735,6 +842,80 @@ def test_malformed_history_filters_are_422(api: Api, query: str, message: str) -
     response = api.client.get(f"/executions?{query}", headers=AUTH)
     assert response.status_code == 422
     assert message in str(response.json()["detail"])
+
+
+def _cursor(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+NESTED = _cursor(b"[" * 3000)
+OUT_OF_RANGE = [
+    ("since=9999-12-31T23:59:59-05:00", "since '9999-12-31T23:59:59-05:00' is out of range"),
+    ("since=0001-01-01T00:00:00%2B05:00", "since '0001-01-01T00:00:00+05:00' is out of range"),
+    ("until=0001-01-01T00:00:00%2B01:00", "until '0001-01-01T00:00:00+01:00' is out of range"),
+    ("since=1000000d", "since '1000000d' reaches back before the year 1"),
+    ("since=999999999999d", "since '999999999999d' is too long: at most 999999999 days"),
+    ("since=99999999999999999999w", "since '99999999999999999999w' is too long"),
+    (f"cursor={NESTED}", "cursor is not valid"),
+]
+OUT_OF_RANGE_IDS = [q if len(q) < 40 else "cursor=[[[[..." for q, _ in OUT_OF_RANGE]
+
+
+@pytest.mark.parametrize("path", ["/executions", "/audit"])
+@pytest.mark.parametrize(("query", "message"), OUT_OF_RANGE, ids=OUT_OF_RANGE_IDS)
+def test_times_past_the_calendar_and_forged_cursors_are_422(
+    api: Api, path: str, query: str, message: str
+) -> None:
+    """Times that overflow a datetime, and cursors nested too deep to parse, are a 422."""
+    response = api.client.get(f"{path}?{query}", headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"),
+    [
+        pytest.param("/jobs", NESTED, id="jobs-nested"),
+        pytest.param("/audit", _cursor(b"[9223372036854775808]"), id="audit-id-2**63"),
+        pytest.param("/audit", _cursor(json.dumps([10**30]).encode()), id="audit-id-10**30"),
+        pytest.param(
+            "/executions",
+            _cursor(json.dumps(["9999-12-31T23:59:59-05:00", "x"]).encode()),
+            id="executions-after-year-9999",
+        ),
+        pytest.param(
+            "/executions",
+            _cursor(json.dumps(["0001-01-01T00:00:00+05:00", "x"]).encode()),
+            id="executions-before-year-1",
+        ),
+        pytest.param(
+            "/executions",
+            _cursor(json.dumps(["2024-06-01T00:00:00+00:00", "a\x00b"]).encode()),
+            id="executions-nul-run-id",
+        ),
+    ],
+)
+def test_forged_cursors_are_422_on_every_database(api_db: Api, path: str, cursor: str) -> None:
+    """A cursor the API didn't make is a 422 (not a 500, nor PostgreSQL's 'bigint out of range'
+    or NUL refusal as a 503)."""
+    response = api_db.client.get(path, params={"cursor": cursor}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("cursor is not valid")
+
+
+def test_nul_in_text_filters_is_matched_as_stored(
+    make_api: Callable[..., Api], database_url: str
+) -> None:
+    """A NUL in a filter (which PostgreSQL refuses even in a query) is matched as the history
+    stores it, U+FFFD: an answer (empty, 404, or what was written), not 'database unavailable'."""
+    api = make_api(database_url, tokens={"ops\x00bot": SecretStr(TOKEN)})
+    missing = api.client.get("/executions/a%00b", headers=AUTH)
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "No run by the id of 'a\\x00b' was found"}
+    assert api.client.get("/audit?actor=%00", headers=AUTH).json()["items"] == []
+    assert api.client.post("/jobs/nightly/pause", headers=AUTH).status_code == 200
+    found = api.client.get("/audit?actor=ops%00bot", headers=AUTH).json()["items"]
+    assert [(e["action"], e["actor"]) for e in found] == [("pause", "ops\ufffdbot")]
 
 
 def test_history_reads_are_503_when_the_table_is_unreadable(api: Api, sqlite_url: str) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import base64
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 from tracker import InvalidScheduleError
 from tracker.integrations.fastapi.filters import (
     decode_execution_cursor,
+    decode_id_cursor,
+    encode_cursor,
     execution_cursor,
     parse_duration,
     parse_time,
@@ -23,6 +29,7 @@ from tracker.integrations.fastapi.schedules import (
 )
 
 MONDAY = datetime(2024, 6, 3, 0, 0, 30, tzinfo=UTC)  # a Monday
+NEW_YORK = timezone(timedelta(hours=-5))
 
 
 def fire_days(expression: str) -> list[str]:
@@ -48,20 +55,27 @@ def fire_days(expression: str) -> list[str]:
         ("5-7", "fri,sat,sun"),
         ("*/2", "tue,thu,sat,sun"),
         ("1-5/2", "mon,wed,fri"),
-        ("mon-fri", "mon-fri"),
+        ("mon-fri", "mon,tue,wed,thu,fri"),
         ("sun,3", "wed,sun"),
         ("0-7", "*"),
+        ("sun-tue", "mon,tue,sun"),
+        ("SUN-SAT", "*"),
+        ("sat-sun", "sat,sun"),
+        ("sun-sat/2", "tue,thu,sat,sun"),
     ],
 )
 def test_crontab_weekdays_use_cron_numbering(field: str, expected: str) -> None:
-    """Day-of-week numbers mean what crontab means (0/7 Sunday), not APScheduler 3's 0=Monday."""
+    """Day-of-week numbers and names mean what crontab means (0/7/sun Sunday), not APScheduler
+    3's week that starts on Monday (where sun-tue would be a backwards range)."""
     assert crontab_weekdays(field) == expected
 
 
 def test_weekday_expression_fires_on_the_right_days() -> None:
-    """'0 9 * * 1-5' fires Monday to Friday and '0 9 * * 0' on Sundays."""
+    """'0 9 * * 1-5' fires Monday to Friday and '0 9 * * 0' on Sundays; names say the same."""
     assert fire_days("0 9 * * 1-5") == ["mon", "tue", "wed", "thu", "fri", "mon", "tue"]
     assert set(fire_days("0 9 * * 0")) == {"sun"}
+    assert fire_days("0 9 * * sun-tue") == fire_days("0 9 * * 0-2")
+    assert set(fire_days("0 9 * * sun-tue")) == {"sun", "mon", "tue"}
 
 
 def test_six_fields_put_seconds_first_and_macros_work() -> None:
@@ -92,6 +106,8 @@ def test_cron_reads_times_in_its_timezone() -> None:
         ("0 0 * * 5-1", "day-of-week field '5-1': the range goes backwards (5 > 1)"),
         ("0 0 * * */0", "day-of-week field '*/0': the step must be at least 1"),
         ("0 0 * * x1", "day-of-week field 'x1': 'x1' is not a weekday"),
+        ("0 0 * * sun-fun", "day-of-week field 'sun-fun': 'fun' is not a weekday"),
+        ("0 0 * * sat-fri", "day-of-week field 'sat-fri': the range goes backwards (6 > 5)"),
         ("0 0 30 2 *", "never fires"),
     ],
 )
@@ -117,6 +133,82 @@ def test_interval_and_date_checks() -> None:
     with pytest.raises(InvalidScheduleError, match="is in the past"):
         date_trigger(MONDAY - timedelta(seconds=1), UTC, now=MONDAY)
     assert resolve_timezone(None, ZoneInfo("Europe/Paris")) == ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(
+            lambda: date_trigger(datetime(9999, 12, 31, 23, 59, 59, tzinfo=NEW_YORK), UTC),
+            "run_at 9999-12-31T23:59:59-05:00 is out of range: in UTC it falls outside "
+            "the years 1 to 9999",
+            id="date-offset",
+        ),
+        pytest.param(
+            lambda: date_trigger(datetime(9999, 12, 31, 23), ZoneInfo("America/New_York")),
+            "run_at 9999-12-31T23:00:00-05:00 is out of range",
+            id="date-naive-in-timezone",
+        ),
+        pytest.param(
+            lambda: interval_trigger(
+                seconds=10, start_date=datetime(9999, 12, 31, 23, tzinfo=NEW_YORK), timezone=UTC
+            ),
+            "start_date 9999-12-31T23:00:00-05:00 is out of range",
+            id="interval-start",
+        ),
+        pytest.param(
+            lambda: interval_trigger(
+                seconds=10,
+                start_date=datetime(9999, 12, 31, 23, 59),
+                timezone=ZoneInfo("America/New_York"),
+            ),
+            "start_date 9999-12-31T23:59:00-05:00 is out of range",
+            id="interval-start-naive",
+        ),
+        pytest.param(
+            lambda: interval_trigger(
+                hours=1,
+                start_date=datetime(2030, 1, 1, tzinfo=UTC),
+                end_date=datetime(9999, 12, 31, 23, tzinfo=NEW_YORK),
+                timezone=UTC,
+            ),
+            "end_date 9999-12-31T23:00:00-05:00 is out of range",
+            id="interval-end",
+        ),
+        pytest.param(
+            lambda: interval_trigger(
+                hours=1,
+                start_date=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+                timezone=UTC,
+            ),
+            "start_date 0001-01-01T00:00:00+05:00 is out of range",
+            id="interval-start-before-year-1",
+        ),
+        pytest.param(
+            lambda: interval_trigger(
+                seconds=10,
+                start_date=datetime(9999, 12, 31, 20, tzinfo=UTC),
+                timezone=ZoneInfo("Pacific/Kiritimati"),
+            ),
+            "the interval first fires out of range: after the year 9999",
+            id="interval-first-fire-in-its-timezone",
+        ),
+    ],
+)
+def test_times_without_a_utc_form_are_refused(make: Any, message: str) -> None:
+    """A date, start or end (or first fire time) outside the years 1-9999 once in UTC is an
+    InvalidScheduleError saying so, before any job is touched (its store would fail half-way)."""
+    with pytest.raises(InvalidScheduleError) as caught:
+        make()
+    assert message in str(caught.value)
+
+
+def test_the_last_second_of_year_9999_in_utc_is_accepted() -> None:
+    """The range check refuses only what can't be converted: 9999-12-31T23:59:59Z is fine."""
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert date_trigger(last, UTC, now=MONDAY).run_date == last
+    trigger = interval_trigger(seconds=10, start_date=last.astimezone(NEW_YORK), timezone=UTC)
+    assert trigger.get_next_fire_time(None, MONDAY) == last
 
 
 @pytest.mark.parametrize(
@@ -150,3 +242,58 @@ def test_times_and_cursors_parse_or_say_why_not() -> None:
     for bad in ("", "!!!", "WyJ4Il0", "WzEsMl0"):
         with pytest.raises(ValueError, match="cursor is not valid"):
             decode_execution_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9999-12-31T23:59:59-05:00", "since '9999-12-31T23:59:59-05:00' is out of range"),
+        ("0001-01-01T00:00:00+05:00", "since '0001-01-01T00:00:00+05:00' is out of range"),
+        ("1000000d", "since '1000000d' reaches back before the year 1"),
+        ("999999999999d", "since '999999999999d' is too long: at most 999999999 days"),
+        ("99999999999999999999w", "is too long"),
+        ("1" * 400 + "s", "is too long"),
+    ],
+)
+def test_times_past_the_calendar_say_so(text: str, message: str) -> None:
+    """Times and ages that exist as text but not as a UTC datetime are a ValueError (the API's
+    422, the command line's error), never an OverflowError."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_time(text, "since")
+
+
+def test_a_duration_too_long_is_said_so() -> None:
+    """parse_duration (tracker prune --older-than) says a too long age is too long."""
+    with pytest.raises(ValueError, match="'999999999999d' is too long"):
+        parse_duration("999999999999d", "--older-than")
+
+
+def _forged(*values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param(base64.urlsafe_b64encode(b"[" * 3000).decode(), id="nested-json"),
+        pytest.param(_forged("9999-12-31T23:59:59-05:00", "x"), id="after-year-9999-in-utc"),
+        pytest.param(_forged("0001-01-01T00:00:00+05:00", "x"), id="before-year-1-in-utc"),
+        pytest.param(_forged("2024-06-01T00:00:00+00:00", "a\x00b"), id="nul-in-run-id"),
+        pytest.param(_forged("2024-06-01T00:00:00+00:00", "a\ud800"), id="surrogate-in-run-id"),
+    ],
+)
+def test_forged_execution_cursors_are_refused(cursor: str) -> None:
+    """Cursors the API never makes are a ValueError, not a RecursionError or OverflowError."""
+    with pytest.raises(ValueError, match="cursor is not valid"):
+        decode_execution_cursor(cursor)
+
+
+def test_id_cursors_hold_64_bit_ids() -> None:
+    """An audit cursor holds an id a BIGINT column can compare with; others are refused."""
+    assert decode_id_cursor(encode_cursor(2**63 - 1)) == 2**63 - 1
+    assert decode_id_cursor(encode_cursor(7)) == 7
+    for bad in (2**63, 10**30, -(2**63) - 1):
+        with pytest.raises(ValueError, match="cursor is not valid"):
+            decode_id_cursor(encode_cursor(bad))
+    with pytest.raises(ValueError, match="cursor is not valid"):
+        decode_id_cursor(base64.urlsafe_b64encode(b"[" * 3000).decode())

@@ -136,6 +136,11 @@ def test_prune_older_than_keeps_recent_and_running(tracker) -> None:
     assert tracker.flush()
     from tracker.sinks.database import prune
 
+    # An age reaching back before the year 1 (tracker prune --older-than 1000000d): nothing
+    # is that old, and nothing goes (it used to raise OverflowError).
+    assert prune(tracker.engine, older_than=timedelta(days=1_000_000)) == 0
+    assert prune(tracker.engine, older_than=timedelta(days=1_000_000), keep_last=1) == 0
+    assert len(tracker.executions(limit=100)) == 36
     deleted = prune(tracker.engine, older_than=timedelta(days=30), batch_size=7)
     assert deleted == 30
     left = tracker.executions(limit=100)

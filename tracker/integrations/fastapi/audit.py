@@ -109,7 +109,10 @@ class AuditLog:
         before_id: int | None = None,
         limit: int = 50,
     ) -> list[AuditEntry]:
-        """Entries matching the filters, newest first; ``before_id`` is the keyset cursor."""
+        """Entries matching the filters, newest first; ``before_id`` is the keyset cursor.
+
+        ``job_id`` and ``actor`` match as :meth:`write` stores them (a NUL character or a lone
+        surrogate as U+FFFD, cut past 255 characters), so a filter finds what was written."""
         t = audit_log
         conditions = []
         if job_id is not None:
@@ -117,7 +120,7 @@ class AuditLog:
         if action is not None:
             conditions.append(t.c.action == action)
         if actor is not None:
-            conditions.append(t.c.actor == actor)
+            conditions.append(t.c.actor == _storable(actor, ID_LENGTH))
         if since is not None:
             conditions.append(t.c.at >= since)
         if until is not None:

@@ -1,11 +1,14 @@
 """What every route module shares: the error responses, the request context, input checks."""
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, Path, Request, status
+from fastapi import HTTPException, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..._tracker import Tracker
@@ -39,6 +42,53 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 JobId = Annotated[str, Path(description="The APScheduler job id (it may contain slashes).")]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(value: Any) -> Any:
+    """``value`` with each lone surrogate in its text written as ``\\udXXX`` (as :func:`ascii`
+    writes it), through lists, tuples and dicts: UTF-8, hence a JSON response, can carry it.
+
+    A JSON request body may hold ``"\\ud800"``; an error message quoting it as is could not
+    be sent, and the client would get a 500 instead of the message.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [encodable(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(encodable(v) for v in value)
+    return value
+
+
+class EncodableErrorsRoute(APIRoute):
+    """A route whose errors can always be sent: the ``detail`` of an :class:`HTTPException`,
+    and the errors (which echo the input) of a request that doesn't fit the schema, have
+    their lone surrogates escaped by :func:`encodable` on their way to the app's handlers.
+
+    (Exception handlers belong to the app, not to a router: this is the router's way.)
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                context = getattr(exc, "endpoint_ctx", None)  # newer FastAPI: the endpoint
+                extra: dict[str, Any] = {"endpoint_ctx": context} if context is not None else {}
+                raise RequestValidationError(
+                    encodable(exc.errors()), body=encodable(exc.body), **extra
+                ) from None
+            except HTTPException as exc:
+                exc.detail = encodable(exc.detail)
+                raise
+
+        return handle
 
 
 class Bound:

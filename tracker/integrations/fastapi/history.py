@@ -6,6 +6,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from ..._tracker import Tracker
 from ...sinks.database import get_execution, select_executions
+from ...sinks.database.schema import executions
+from ...sinks.storable import storable_text
 from .audit import AuditLog
 from .common import (
     AUTH_ERRORS,
@@ -17,8 +19,8 @@ from .common import (
     unprocessable,
 )
 from .filters import (
-    decode_cursor,
     decode_execution_cursor,
+    decode_id_cursor,
     encode_cursor,
     execution_cursor,
     parse_statuses,
@@ -31,6 +33,13 @@ from .schemas import (
     ExecutionPage,
     RunSummary,
 )
+
+
+def stored_run_id(run_id: str) -> str:
+    """``run_id`` as the history holds it (see :func:`~tracker.sinks.storable.storable_text`):
+    a NUL character, which PostgreSQL refuses even in a query, is looked up as U+FFFD."""
+    length = getattr(executions.c.run_id.type, "length", None)
+    return storable_text(run_id, length if isinstance(length, int) else None)
 
 
 def add_history_routes(router: APIRouter, wiring: Wiring) -> None:
@@ -112,7 +121,7 @@ def add_history_routes(router: APIRouter, wiring: Wiring) -> None:
         ctx: Ctx, run_id: Annotated[str, Path(description="The run's id.")]
     ) -> ExecutionOut:
         tracker, _ = ctx
-        found = db_read(lambda: get_execution(tracker.engine, run_id))
+        found = db_read(lambda: get_execution(tracker.engine, stored_run_id(run_id)))
         if found is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"No run by the id of {run_id!r} was found"
@@ -154,7 +163,7 @@ def add_history_routes(router: APIRouter, wiring: Wiring) -> None:
         before_id = None
         if cursor is not None:
             try:
-                before_id = int(decode_cursor(cursor, (int,))[0])
+                before_id = decode_id_cursor(cursor)
             except ValueError as exc:
                 raise unprocessable(str(exc)) from None
         rows = db_read(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +18,26 @@ from .schedules import describe_trigger
 from .schemas import JobOut, JobStats, RunSummary, TriggerOut
 
 _RAN = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.INTERRUPTED)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def sendable(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD, as the history stores it: a job id made by
+    ``os.fsdecode`` may hold one, and no JSON response (UTF-8) can carry it."""
+    return text if text.isascii() else _SURROGATE.sub(_REPLACEMENT, text)
 
 
 def next_run_at(job: Any) -> datetime | None:
-    """The job's next fire time in UTC (``None`` when paused, or not computed yet)."""
-    value = getattr(job, "next_run_time", None)
-    return value.astimezone(UTC) if value is not None else None
+    """The job's next fire time in UTC (``None`` when paused, or not computed yet); in its own
+    offset if it has no UTC form (past the year 9999), so one such job never fails a listing."""
+    value: datetime | None = getattr(job, "next_run_time", None)
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return value
 
 
 def is_paused(job: Any) -> bool:
@@ -35,9 +50,9 @@ def job_state(job: Any) -> dict[str, Any]:
     kind, text = describe_trigger(job.trigger)
     nxt = next_run_at(job)
     return {
-        "name": job.name,
+        "name": sendable(job.name),
         "trigger_type": kind,
-        "trigger": text,
+        "trigger": sendable(text),
         "next_run_at": nxt.isoformat() if nxt is not None else None,
         "paused": is_paused(job),
     }
@@ -107,12 +122,14 @@ def job_out(job: Any, engine: Engine, window: int, *, history: bool = True) -> J
     )
     grace = job.misfire_grace_time
     return JobOut(
-        id=job.id,
-        name=job.name,
-        trigger=TriggerOut(type=kind, description=text),
+        id=sendable(job.id),
+        name=sendable(job.name),
+        trigger=TriggerOut(type=kind, description=sendable(text)),
         next_run_at=next_run_at(job),
         paused=is_paused(job),
-        func=str(getattr(job, "func_ref", None) or getattr(job.func, "__qualname__", job.func)),
+        func=sendable(
+            str(getattr(job, "func_ref", None) or getattr(job.func, "__qualname__", job.func))
+        ),
         executor=job.executor,
         max_instances=job.max_instances,
         coalesce=job.coalesce,

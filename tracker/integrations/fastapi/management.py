@@ -28,7 +28,7 @@ from .filters import (
     decode_cursor,
     encode_cursor,
 )
-from .jobs import is_paused, job_out, job_state
+from .jobs import is_paused, job_out, job_state, sendable
 from .schedules import cron_trigger, date_trigger, interval_trigger, resolve_timezone
 from .schemas import (
     ActionOut,
@@ -104,10 +104,10 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         audit_id = audit(tracker, request, actor, action, job.id, before, after, detail)
         return ActionOut(
             action=action,
-            job_id=job.id,
+            job_id=sendable(job.id),
             changed=changed,
             job=after_view(tracker, job),
-            manual_job_id=manual_job_id,
+            manual_job_id=sendable(manual_job_id) if manual_job_id is not None else None,
             audit_id=audit_id,
         )
 
@@ -120,6 +120,18 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
             return job_out(job, tracker.engine, settings.stats_window)
         except SQLAlchemyError:
             return job_out(job, tracker.engine, settings.stats_window, history=False)
+
+    def must_run(scheduler: Any) -> None:
+        """A stopped APScheduler lists no jobs and finds none: say so, as a 503."""
+        if not scheduler.running:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_RUNNING)
+
+    def fire_time_left(job: Any) -> bool:
+        """Whether resuming gives ``job`` a fire time from now on: a ``date`` trigger gives
+        its run time even once it has passed, and APScheduler would then drop the job."""
+        now = datetime.now(UTC)
+        nxt = job.trigger.get_next_fire_time(None, now)
+        return nxt is not None and nxt >= now
 
     def manual_origin(scheduler: Any, job_id: str) -> str | None:
         inst = instrumentation_for(scheduler)
@@ -145,6 +157,7 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
     ) -> JobPage:
         """Every job (by id), with its schedule, last run and recent figures."""
         tracker, scheduler = ctx
+        must_run(scheduler)
         size = page_limit(limit, settings)
         after = None
         if cursor is not None:
@@ -192,8 +205,7 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         """Run once now (a one-shot copy), recorded as origin manual; the schedule is untouched."""
         tracker, scheduler = ctx
         job = get_job(scheduler, job_id)
-        if not scheduler.running:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NOT_RUNNING)
+        must_run(scheduler)
         state = job_state(job)
         try:
             manual_id = tracker.instrument(scheduler).run_now(job_id)
@@ -223,7 +235,7 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
             if changed and pause:
                 job = scheduler.pause_job(job_id)
             elif changed:
-                if job.trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+                if not fire_time_left(job):
                     raise HTTPException(
                         status.HTTP_409_CONFLICT,
                         f"Job {job_id!r} has no fire time left: resuming would remove it "
@@ -354,4 +366,6 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         except JobLookupError:
             raise not_found(job_id) from None
         audit_id = audit(tracker, request, actor, "remove", job_id, before, None)
-        return ActionOut(action="remove", job_id=job_id, changed=True, job=None, audit_id=audit_id)
+        return ActionOut(
+            action="remove", job_id=sendable(job_id), changed=True, job=None, audit_id=audit_id
+        )

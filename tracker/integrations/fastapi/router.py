@@ -15,7 +15,7 @@ from fastapi import APIRouter
 
 from ..._tracker import Tracker
 from .auth import Authenticator
-from .common import Bound, Wiring
+from .common import Bound, EncodableErrorsRoute, Wiring
 from .history import add_history_routes
 from .management import add_job_routes
 from .monitoring import add_monitoring_routes
@@ -40,7 +40,7 @@ def tracker_router(
     wiring = Wiring(
         settings=settings, authorize=Authenticator(settings), bound=Bound(tracker, scheduler)
     )
-    router = APIRouter()
+    router = APIRouter(route_class=EncodableErrorsRoute)
     add_monitoring_routes(router, wiring)
     add_job_routes(router, wiring)
     add_history_routes(router, wiring)

@@ -5,8 +5,13 @@ field and the value, so an API client can fix its request without guessing.
 
 Cron expressions use **standard crontab numbering**: in the day-of-week field 0 and
 7 are Sunday, 1 is Monday (APScheduler 3's own ``from_crontab`` treats 0 as Monday;
-we translate, so ``0 9 * * 1-5`` means weekdays as everyone expects). Five fields
-are ``minute hour day month day-of-week``; six put ``second`` first.
+we translate, so ``0 9 * * 1-5`` means weekdays as everyone expects). Names are
+numbered the same way (``sun-tue`` is Sunday to Tuesday). Five fields are
+``minute hour day month day-of-week``; six put ``second`` first.
+
+Every datetime a trigger carries, and its first fire time, must have a UTC form
+(years 1 to 9999): APScheduler's job stores convert them, and one that can't be
+converted would fail while the job is being changed, leaving it half changed.
 """
 
 from __future__ import annotations
@@ -70,13 +75,15 @@ def _weekday(value: str, token: str) -> int:
 
 
 def crontab_weekdays(field: str) -> str:
-    """Translate a crontab day-of-week field (0/7 = Sunday) into APScheduler 3 terms."""
+    """Translate a crontab day-of-week field (0/7 = Sunday) into APScheduler 3 terms.
+
+    Names are crontab's numbers (``sun`` is 0, ``sat`` 6; APScheduler 3 starts its week on
+    Monday, so ``sun-tue`` would be a backwards range there); ``sun`` closing a range that
+    starts later in the week is 7, so ``sat-sun`` is the weekend, as ``6-7`` is.
+    """
     lowered = field.lower()
     if lowered in ("*", "?"):
         return "*"
-    if not any(ch.isdigit() for ch in lowered) and "/" not in lowered:
-        # Names only: they mean the same in both; let APScheduler check them.
-        return lowered
     days: set[int] = set()
     for token in lowered.split(","):
         match = _DOW_TOKEN.fullmatch(token)
@@ -95,6 +102,8 @@ def crontab_weekdays(field: str) -> str:
         else:
             low = _weekday(start, token)
             high = _weekday(end, token) if end is not None else (6 if step_text else low)
+            if end == "sun" and low > 0:
+                high = 7
             if end is not None and high < low:
                 raise InvalidScheduleError(
                     f"day-of-week field {token!r}: the range goes backwards ({low} > {high})"
@@ -218,19 +227,41 @@ def date_trigger(run_at: datetime, timezone: tzinfo, *, now: datetime | None = N
 
 
 def _localize(value: datetime | None, timezone: tzinfo, name: str) -> datetime | None:
+    """``value`` (naive: read in ``timezone``), checked to have a UTC form."""
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone)
+        value = value.replace(tzinfo=timezone)
+    return _in_utc_range(value, name)
+
+
+def _in_utc_range(value: datetime, name: str) -> datetime:
+    """``value``, if it converts to UTC (and so to a timestamp, as the job stores do)."""
+    try:
+        value.astimezone(UTC)
+        value.utctimetuple()
+    except OverflowError:
+        raise InvalidScheduleError(
+            f"{name} {value.isoformat()} is out of range: in UTC it falls outside "
+            "the years 1 to 9999"
+        ) from None
     return value
 
 
 def _must_fire(trigger: Any, what: str, now: datetime | None) -> None:
+    """Refuse a trigger with no next fire time, or one that can't be stored."""
     current = now or datetime.now(UTC)
-    if trigger.get_next_fire_time(None, current) is None:
+    try:
+        first = trigger.get_next_fire_time(None, current)
+    except (ValueError, OverflowError):
+        raise InvalidScheduleError(
+            f"{what} first fires out of range: after the year 9999 in UTC or in its timezone"
+        ) from None
+    if first is None:
         raise InvalidScheduleError(
             f"{what} never fires after {current.isoformat(timespec='seconds')}"
         )
+    _in_utc_range(first, f"{what} first fires at")
 
 
 def describe_trigger(trigger: Any) -> tuple[str, str]:

@@ -103,11 +103,13 @@ def prune(
     t = executions
     conditions = [t.c.status != Status.RUNNING.value]
     if older_than is not None:
-        cutoff = (
-            _aware(older_than, "older_than")
-            if isinstance(older_than, datetime)
-            else datetime.now(UTC) - older_than
-        )
+        if isinstance(older_than, datetime):
+            cutoff = _aware(older_than, "older_than")
+        else:
+            try:
+                cutoff = datetime.now(UTC) - older_than
+            except OverflowError:  # an age reaching back before the year 1: nothing is that old
+                return 0
         conditions.append(t.c.scheduled_at < cutoff)
     if keep_last is None:
         return _delete_batches(engine, select(t.c.run_id).where(*conditions), batch_size)
