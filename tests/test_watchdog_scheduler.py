@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -379,3 +382,59 @@ def test_a_job_deleted_behind_the_schedulers_back_is_reported(
         tracker.close()
     assert notice.job_id == "sync" and "not removed through the scheduler" in notice.reason
     assert len(capture.of(JobVanished)) == 1
+
+
+class _StoreThatBlocksOnce(MemoryJobStore):
+    """A job store whose ``update_job`` takes 1.5 s once asked to, as a locked SQL job store
+    would: APScheduler has started the run, and announces the submission only after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = threading.Event()
+
+    def update_job(self, job: Job) -> None:
+        if self.block.is_set():
+            self.block.clear()
+            time.sleep(1.5)
+        super().update_job(job)
+
+
+def _plain_tick() -> None:
+    return None
+
+
+@pytest.mark.parametrize("func", [ok_job, _plain_tick], ids=["decorated", "undecorated"])
+def test_a_job_store_that_blocks_the_scheduler_counts_each_fire_time_once(
+    database_url: str, func: Callable[[], object]
+) -> None:
+    """The run of the fire time the scheduler was storing is not also called missed, and the
+    fire times the watchdog recorded missed are not counted again in the coalesced record
+    that follows: every fire time is one row's (they used to count twice)."""
+    store = _StoreThatBlocksOnce()
+    tracker = Tracker(
+        database_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, grace=0.3),
+    )
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(func, "interval", seconds=0.2, id="tick", misfire_grace_time=None)
+    scheduler.start()
+    try:
+        wait_for(lambda: len(tracker.executions("tick")) >= 2)
+        store.block.set()
+        wait_for(lambda: tracker.executions("tick", status="missed"))
+        wait_for(lambda: not store.block.is_set())
+        time.sleep(2.0)  # the block, and a few runs after it
+    finally:
+        scheduler.shutdown(wait=True)
+    assert tracker.flush(5)
+    rows = sorted(tracker.executions("tick", limit=1000), key=lambda e: e.scheduled_at)
+    tracker.close()
+    times = [e.scheduled_at for e in rows]
+    assert len(times) == len(set(times)), [(e.scheduled_at, e.status) for e in rows]
+    covered = sum(e.coalesced or 1 for e in rows)
+    span = round((times[-1] - times[0]).total_seconds() / 0.2) + 1
+    assert covered == span, [(e.scheduled_at, e.status, e.coalesced) for e in rows]
+    assert {e.status for e in rows} == {Status.SUCCEEDED, Status.MISSED}

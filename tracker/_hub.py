@@ -33,6 +33,7 @@ _TOMBSTONES = 10_000
 _BATCH = 5_000
 """Most finished runs turned into records before they are handed to the sinks."""
 _LOG_EVERY_S = 60.0
+_FIRED_KEPT = 10_000
 
 
 class RunHook(Protocol):
@@ -120,6 +121,7 @@ class Hub:
         self._finished: deque[Run] = deque()  # ended runs, how in run.error/duration/final
         self._by_key: dict[Hashable, Run] = {}
         self._tombstones: OrderedDict[Hashable, None] = OrderedDict()
+        self._fired: dict[str, datetime] = {}  # job id -> latest fire time of a run that ended
         self._dropped: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
@@ -325,6 +327,10 @@ class Hub:
             final = self._exit_hooks(run, None, error)
         if run.key is not None:
             self._by_key.pop(run.key, None)
+        started = run.started_at
+        scheduled = run.scheduled_at
+        if run.origin is Origin.SCHEDULED:
+            self._note_fired(run.job_id, scheduled)
         etype = emessage = etb = None
         if error_details is not None:
             etype, emessage, etb = error_details
@@ -334,8 +340,6 @@ class Hub:
             except Exception as exc:  # describe() does not raise; whatever did must not spread
                 etype, emessage, etb = type(error).__name__, UNPRINTABLE, None
                 self.report_error("hub", exc)
-        started = run.started_at
-        scheduled = run.scheduled_at
         if finished_at is None:  # the monotonic duration, not a second wall-clock reading
             finished = started + timedelta(seconds=duration)
         else:
@@ -363,6 +367,30 @@ class Hub:
                 run.tags,
             )
         )
+
+    def _note_fired(self, job_id: str, scheduled: datetime) -> None:
+        fired = self._fired
+        previous = fired.get(job_id)
+        if previous is None:
+            if len(fired) >= _FIRED_KEPT:  # one-shot jobs by the thousand: start afresh
+                fired.clear()
+            fired[job_id] = scheduled
+        elif scheduled > previous:
+            fired[job_id] = scheduled
+
+    def latest_fire_time(self, job_id: str) -> datetime | None:
+        """The latest fire time of ``job_id`` (UTC) whose scheduled run has started: one in
+        progress now, or one that ended (remembered for the last 10,000 jobs that ran).
+
+        The watchdog asks before it calls a fire time missed: a scheduler blocked in a job
+        store may have started the run and not yet announced its submission."""
+        latest = self._fired.get(job_id)
+        for run in list(self._live):
+            if run.job_id == job_id and run.origin is Origin.SCHEDULED:
+                scheduled = run._scheduled_at
+                if scheduled is not None and (latest is None or scheduled > latest):
+                    latest = scheduled
+        return latest
 
     def record(self, execution: Execution) -> None:
         """Publish a record that has no run in progress behind it (``missed``, ``skipped``)."""

@@ -346,15 +346,21 @@ class SchedulerInstrumentation:
         if expected is None or expected >= first_run_time:
             return
         count = 0
+        first: datetime | None = None
         current: datetime | None = expected
         trigger = known.trigger
         while current is not None and current < first_run_time and count < _MAX_COUNTED:
-            count += 1
+            # Not those the watchdog recorded missed already (it saw them overdue while the
+            # scheduler was blocked): each fire time is counted once.
+            if (known.job_id, current.astimezone(UTC)) not in self._missed:
+                count += 1
+                first = first or current
             nxt = trigger.get_next_fire_time(current, current + timedelta(microseconds=1))
             if nxt is not None and nxt <= current:
                 break
             current = nxt
-        if count:
+        if count and first is not None:
+            expected = first
             self.hub.record(
                 Execution(
                     run_id=new_run_id(),

@@ -144,6 +144,22 @@ class SchedulerWatch:
 
         if not due(expected):
             return None
+        inst = self.instrumentation
+        started = self.hub.latest_fire_time(known.job_id)
+        if started is not None and started >= expected:
+            # Its run started: not missed (a job store that blocks the scheduler delays the
+            # announcement of the submission, not the run). Watch the fire times after it.
+            try:
+                nxt = known.trigger.get_next_fire_time(started, started + _TICK)
+            except Exception:
+                nxt = None
+            with inst._lock:
+                if (
+                    known.expected_next == expected
+                    and inst.registry.jobs.get(known.job_id) is known
+                ):
+                    known.expected_next = nxt.astimezone(UTC) if nxt is not None else None
+            return None
         times = [expected]
         following: datetime | None = None
         while len(times) < _MAX_TIMES:
@@ -158,7 +174,6 @@ class SchedulerWatch:
                 following = nxt
                 break
             times.append(nxt)
-        inst = self.instrumentation
         with inst._lock:
             if known.expected_next != expected or inst.registry.jobs.get(known.job_id) is not known:
                 return None  # the scheduler moved on meanwhile
