@@ -216,6 +216,43 @@ def test_an_instance_id_a_database_cannot_store_is_a_clear_error(tmp_path) -> No
         assert tracker.instance == "i" * 255
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TRACKER_FLUSH_INTERVAL",
+            "abc",
+            "flush_interval (TRACKER_FLUSH_INTERVAL): Input should "
+            "be a valid number, unable to parse string as a number; got 'abc'",
+        ),
+        (
+            "TRACKER_WATCHDOG_GRACE",
+            "-1",
+            "grace (TRACKER_WATCHDOG_GRACE): Input should be greater than or equal to 0; got '-1'",
+        ),
+        (
+            "TRACKER_METRICS_DURATION_BUCKETS",
+            "[3, 1]",
+            "duration_buckets (TRACKER_METRICS_DURATION_BUCKETS)",
+        ),
+    ],
+)
+def test_a_bad_environment_setting_is_a_configuration_error(
+    tmp_path, monkeypatch, variable, value, message
+) -> None:
+    """A ``TRACKER_*`` value that can't be used is a ConfigurationError (like every other
+    configuration mistake, not pydantic's ValidationError) naming the variable and the value,
+    before any thread starts."""
+    from tracker import ConfigurationError, Tracker
+
+    monkeypatch.setenv(variable, value)
+    threads = set(threading.enumerate())
+    with pytest.raises(ConfigurationError) as raised:
+        Tracker(f"sqlite:///{tmp_path}/t.sqlite3")
+    assert message in str(raised.value)
+    assert set(threading.enumerate()) == threads
+
+
 def test_a_long_host_name_still_gets_its_runs_recorded(monkeypatch, tracker_factory) -> None:
     """The default instance id (``host:pid/xxxxxx``) keeps 200 characters of a longer host
     name: PostgreSQL would refuse every row of a 300-character one."""

@@ -30,7 +30,7 @@ from .sinks.database import (
     prune,
     select_executions,
 )
-from .sinks.metrics import MetricsSink
+from .sinks.metrics import MetricsSettings, MetricsSink
 from .watchdog import Watchdog, WatchdogSettings
 from .watchdog import resolve_settings as resolve_watchdog
 
@@ -114,6 +114,9 @@ class Tracker:
         # Checked before anything starts: a bad channel raises ConfigurationError here.
         alert_config = resolve_alerts(alerts)
         watchdog_settings = resolve_watchdog(watchdog)
+        sinks = list(sinks)
+        given_metrics = next((s for s in sinks if isinstance(s, MetricsSink)), None)
+        metrics_settings = MetricsSettings() if metrics and given_metrics is None else None
         url = database_url or self.settings.database_url or default_url()
         self.engine = engine or create_tracker_engine(url)
         self.hub = Hub(
@@ -147,13 +150,10 @@ class Tracker:
                 spill_dir=self.settings.spill_dir,
             )
         self.hub.add_sink(self.database)
-        sinks = list(sinks)
         # Prometheus metrics: a MetricsSink given in ``sinks``, else one of ours on ``registry``.
-        self.metrics: MetricsSink | None = next(
-            (s for s in sinks if isinstance(s, MetricsSink)), None
-        )
-        if self.metrics is None and metrics:
-            self.metrics = MetricsSink(registry)
+        self.metrics: MetricsSink | None = given_metrics
+        if metrics_settings is not None:
+            self.metrics = MetricsSink(registry, settings=metrics_settings)
             self.hub.add_sink(self.metrics)
         for sink in sinks:
             self.hub.add_sink(sink)

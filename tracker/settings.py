@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._exceptions import ConfigurationError
 
-class TrackerSettings(BaseSettings):
+_PRIVATE = re.compile(r"token|password|secret|dsn|url|key", re.IGNORECASE)
+"""Settings whose values an error message must not repeat."""
+
+
+class Settings(BaseSettings):
+    """Base of tracker's settings classes: a value that can't be used, given in code or in
+    a ``TRACKER_*`` environment variable, is a :class:`~tracker.ConfigurationError` naming
+    the setting and its variable (not pydantic's ``ValidationError``), so that
+    ``except ConfigurationError`` catches every configuration mistake."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(type(self), exc)) from None
+
+
+def _explain(cls: type[BaseSettings], exc: ValidationError) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = f"{field} ({prefix}{field.upper()})" if field else cls.__name__
+        value = error.get("input")
+        shown = (
+            f"; got {value!r}"
+            if field and not _PRIVATE.search(field) and len(repr(value)) <= 80
+            else ""
+        )
+        problems.append(f"{where}: {error['msg']}{shown}")
+    return f"invalid {cls.__name__}: " + "; ".join(problems)
+
+
+class TrackerSettings(Settings):
     """Every setting has a ``TRACKER_`` environment variable, e.g. ``TRACKER_DATABASE_URL``."""
 
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")

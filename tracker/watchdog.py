@@ -28,19 +28,20 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ._exceptions import ConfigurationError
 from ._hub import Hub
 from ._record import Origin, RunTimedOut, Status
 from ._run import Run
+from .settings import Settings
 
 logger = logging.getLogger("tracker.watchdog")
 
 _TASK = "_watchdog_task"
 
 
-class WatchdogSettings(BaseSettings):
+class WatchdogSettings(Settings):
     """Every setting has a ``TRACKER_WATCHDOG_`` environment variable, e.g.
     ``TRACKER_WATCHDOG_DEFAULT_MAX_RUNTIME=3600``."""
 

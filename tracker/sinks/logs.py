@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from structlog.contextvars import bind_contextvars, reset_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -45,6 +45,7 @@ from .._hub import Hub
 from .._record import Execution, JobState, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
+from ..settings import Settings
 from . import _job_errors
 from .iso import iso
 
@@ -72,7 +73,7 @@ EVENTS: dict[Status, tuple[str, str]] = {
 """Event name and level of each lifecycle change."""
 
 
-class LogSettings(BaseSettings):
+class LogSettings(Settings):
     """How :func:`configure_logging` writes logs; each has a ``TRACKER_LOG_`` variable."""
 
     model_config = SettingsConfigDict(env_prefix="TRACKER_LOG_", extra="ignore")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from ...settings import Settings
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(Settings):
     """How the router authenticates and pages.
 
     Every field has an environment variable: ``TRACKER_API_TOKEN``,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from ...settings import Settings
 from .families import DEFAULT_DURATION_BUCKETS, DEFAULT_LATENESS_BUCKETS, check_buckets
 
 
-class MetricsSettings(BaseSettings):
+class MetricsSettings(Settings):
     """E.g. ``TRACKER_METRICS_DURATION_BUCKETS='[1, 10, 60, 600, 3600]'``."""
 
     model_config = SettingsConfigDict(env_prefix="TRACKER_METRICS_", extra="ignore")
