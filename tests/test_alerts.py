@@ -14,6 +14,7 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from support import wait_for
+from test_alert_channels import failed_alert
 from test_alert_receivers import HANG, Receiver, make_receiver, receiver  # noqa: F401 - fixtures
 
 from tracker import (
@@ -21,6 +22,7 @@ from tracker import (
     AlertPolicy,
     ConfigurationError,
     Execution,
+    LogChannel,
     Status,
     Tracker,
     TrackerSettings,
@@ -28,6 +30,7 @@ from tracker import (
     tracked_job,
 )
 from tracker._ids import new_run_id
+from tracker.sinks.alerts import JobHealth
 
 FLAKY = {"fail": True}
 
@@ -60,9 +63,8 @@ def make_tracker(database_url: str) -> Iterator[MakeTracker]:
             shutdown_timeout=options.pop("shutdown_timeout", 2.0),
         )
         options.setdefault("metrics", False)
-        tracker = Tracker(
-            database_url, settings=TrackerSettings(flush_interval=0.02), alerts=config, **options
-        )
+        settings = TrackerSettings(flush_interval=options.pop("flush_interval", 0.02))
+        tracker = Tracker(database_url, settings=settings, alerts=config, **options)
         made.append(tracker)
         return tracker
 
@@ -144,6 +146,46 @@ def test_ten_failures_one_alert_then_one_recovery(
     assert [(f["old_state"], f["new_state"]) for f in flips] == [("down", "up"), ("up", "down")]
 
 
+def test_a_failure_and_a_success_in_one_batch_alert_then_recover(
+    make_tracker: MakeTracker, receiver: Receiver
+) -> None:
+    """A job that fails and succeeds again before the alerts look (a job every few
+    milliseconds) is reported failed, then recovered; its stored state is up again."""
+    # The sink's thread wakes only when flushed: both records reach it in one batch.
+    tracker = make_tracker(WebhookChannel(receiver.url), flush_interval=60)
+    record(tracker, Status.FAILED)
+    record(tracker, Status.SUCCEEDED)
+    settle(tracker)
+    assert kinds(receiver) == ["failed", "recovered"]
+    assert tracker.alerts is not None
+    health = tracker.alerts.health("sync")
+    assert health is not None
+    assert (health.state, health.consecutive_failures) == (JobHealth.UP, 0)
+
+
+def test_failures_a_success_came_between_are_not_in_a_row(
+    make_tracker: MakeTracker, receiver: Receiver
+) -> None:
+    """With after_failures=2, a job that fails, succeeds and fails within one batch is not
+    paged; a second failure in a row then is."""
+    tracker = make_tracker(
+        WebhookChannel(receiver.url), policy=AlertPolicy(after_failures=2), flush_interval=60
+    )
+    record(tracker, Status.FAILED, n=1)
+    record(tracker, Status.SUCCEEDED, n=2)
+    record(tracker, Status.FAILED, n=3)
+    settle(tracker)
+    assert receiver.requests == []
+    assert tracker.alerts is not None
+    health = tracker.alerts.health("sync")
+    assert health is not None and health.consecutive_failures == 1
+    record(tracker, Status.FAILED, n=4)
+    settle(tracker)
+    assert [body["summary"] for body in receiver.bodies()] == [
+        "sync failed 2 times in a row: RuntimeError: attempt 4 failed"
+    ]
+
+
 def test_a_restart_sends_nothing_twice(make_tracker: MakeTracker, receiver: Receiver) -> None:
     """Closing mid-incident and starting a new tracker on the same database re-sends nothing."""
     first = make_tracker(WebhookChannel(receiver.url))
@@ -204,6 +246,107 @@ def test_alerts_pending_at_shutdown_go_out_after_a_restart(
     wait_for(lambda: second.alerts.store.deliveries()[0]["status"] == "sent")  # type: ignore[union-attr]
     (delivery,) = second.alerts.store.deliveries()
     assert delivery["instance"] == second.instance
+
+
+def test_an_alert_being_sent_at_shutdown_goes_out_after_a_restart(
+    make_tracker: MakeTracker, make_receiver: Any
+) -> None:
+    """An alert whose receiver hangs while the tracker closes is handed back, and the next
+    tracker sends it (with the same id, so a receiver that got it after all can drop it)."""
+    hanging, up = make_receiver(default=HANG), make_receiver()
+    first = make_tracker(WebhookChannel(hanging.url, name="hook", timeout=30), shutdown_timeout=0.2)
+    record(first, Status.FAILED)
+    assert first.flush(5)
+    (request,) = hanging.wait_for(1)  # the attempt is in flight, and stays there
+    first.close()
+    assert first.alerts is not None
+    (delivery,) = first.alerts.store.deliveries()
+    first.alerts.engine.dispose()  # read after close: let go of the connection
+    assert delivery["status"] == "released"
+
+    second = make_tracker(WebhookChannel(up.url, name="hook"))
+    (resent,) = up.wait_for(1)
+    assert resent.json()["kind"] == "failed"
+    assert resent.headers["X-Tracker-Alert-Id"] == request.headers["X-Tracker-Alert-Id"]
+    assert second.alerts is not None
+    wait_for(lambda: second.alerts.store.deliveries()[0]["status"] == "sent")  # type: ignore[union-attr]
+    (delivery,) = second.alerts.store.deliveries()
+    assert delivery["instance"] == second.instance
+
+
+def test_deliveries_a_crashed_process_left_unfinished_are_taken_over(
+    make_tracker: MakeTracker, receiver: Receiver, database_url: str
+) -> None:
+    """Alerts a process was sending when it died are sent by the next tracker once that
+    process is known to be dead (or is this tracker's own earlier life, under the same
+    instance id); those of a live process are left to it."""
+    from sqlalchemy import insert
+
+    from tracker.sinks.alerts.state import alert_deliveries, alert_flips
+    from tracker.sinks.database import create_tracker_engine, upgrade
+    from tracker.sinks.database.schema import instances
+
+    now = datetime.now(UTC)
+    before = now - timedelta(minutes=5)
+    owners = {"crashed-job": "crashed-1", "busy-job": "busy-1", "own-job": "web-1"}
+    engine = create_tracker_engine(database_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            for instance, stopped in (("crashed-1", before), ("busy-1", None)):
+                conn.execute(
+                    insert(instances).values(
+                        instance=instance,
+                        hostname="elsewhere",
+                        pid=1,
+                        started_at=before,
+                        heartbeat_at=before if stopped else now,
+                        stopped_at=stopped,
+                    )
+                )
+            for n, (job, owner) in enumerate(owners.items()):
+                alert = failed_alert(id=f"0193f0c2-0000-7000-8000-00000000000{n}", job_id=job)
+                conn.execute(
+                    insert(alert_flips).values(
+                        id=alert.id,
+                        job_id=job,
+                        job_name=job,
+                        created_at=before,
+                        old_state="up",
+                        new_state="down",
+                        kind="failed",
+                        severity="error",
+                        payload=alert.to_payload(),
+                        processed_at=before,
+                        processed_by=owner,
+                    )
+                )
+                conn.execute(
+                    insert(alert_deliveries).values(
+                        flip_id=alert.id,
+                        channel="hook",
+                        status="sending",
+                        attempts=1,
+                        instance=owner,
+                        updated_at=before,
+                    )
+                )
+    finally:
+        engine.dispose()
+
+    tracker = make_tracker(WebhookChannel(receiver.url, name="hook"), instance="web-1")
+    receiver.wait_for(2)
+    settle(tracker)
+    assert sorted(body["job"]["id"] for body in receiver.bodies()) == ["crashed-job", "own-job"]
+    assert tracker.alerts is not None
+    wait_for(
+        lambda: (
+            sorted(d["status"] for d in tracker.alerts.store.deliveries())  # type: ignore[union-attr]
+            == ["sending", "sent", "sent"]
+        )
+    )
+    by_job = {d["flip_id"]: (d["status"], d["instance"]) for d in tracker.alerts.store.deliveries()}
+    assert by_job["0193f0c2-0000-7000-8000-000000000001"] == ("sending", "busy-1")
 
 
 def test_a_hanging_receiver_does_not_delay_the_jobs(
@@ -316,6 +459,54 @@ def test_a_bad_channel_stops_the_tracker_at_start(
     tracker = Tracker(database_url, metrics=False)
     try:
         assert tracker.alerts is None  # nothing configured: alerts stay off
+    finally:
+        tracker.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        ({"policy": AlertPolicy(channels=["emial"])}, "AlertConfig.policy"),
+        (
+            {"job_policies": {"nightly": AlertPolicy(channels=["webhook", "emial"])}},
+            "AlertConfig.job_policies['nightly']",
+        ),
+    ],
+)
+def test_a_policy_naming_an_unknown_channel_is_refused(
+    options: dict[str, Any], where: str, receiver: Receiver
+) -> None:
+    """A misspelt channel name in a policy raises ConfigurationError naming it and the
+    channels there are (its alerts would otherwise go nowhere)."""
+    with pytest.raises(ConfigurationError) as raised:
+        AlertConfig(channels=[WebhookChannel(receiver.url), LogChannel()], **options)
+    assert str(raised.value) == (
+        f"{where} names alert channel 'emial', which is not configured "
+        "(the channels are: 'webhook', 'log')"
+    )
+
+
+def test_a_policy_naming_a_channel_the_environment_lacks_stops_the_tracker_at_start(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, receiver: Receiver
+) -> None:
+    """With the channels from the environment, a policy's unknown channel is refused when the
+    tracker starts, before any thread does; with the channel configured, it alerts there."""
+    monkeypatch.setenv("TRACKER_ALERT_WEBHOOK_URL", receiver.url)
+    config = AlertConfig(policy=AlertPolicy(channels=["email"]))
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(ConfigurationError, match=r"channel 'email'.*'webhook', 'log'"):
+        Tracker(database_url, alerts=config, metrics=False)
+    started = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert not [name for name in started if name.startswith("tracker")]
+
+    config = AlertConfig(policy=AlertPolicy(channels=["webhook"]))
+    tracker = Tracker(
+        database_url, settings=TrackerSettings(flush_interval=0.02), alerts=config, metrics=False
+    )
+    try:
+        record(tracker, Status.FAILED)
+        settle(tracker)
+        assert kinds(receiver) == ["failed"]
     finally:
         tracker.close()
 

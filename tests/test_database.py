@@ -230,6 +230,7 @@ def test_an_instance_id_a_database_cannot_store_is_a_clear_error(tmp_path) -> No
             "-1",
             "grace (TRACKER_WATCHDOG_GRACE): Input should be greater than or equal to 0; got '-1'",
         ),
+        ("TRACKER_ALERT_AFTER_FAILURES", "0", "after_failures (TRACKER_ALERT_AFTER_FAILURES)"),
         (
             "TRACKER_METRICS_DURATION_BUCKETS",
             "[3, 1]",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -74,6 +74,7 @@ class AlertConfig:
         if self.channels is not None:
             check_channels(self.channels)
             object.__setattr__(self, "channels", tuple(self.channels))
+            self.check_policy_channels([c.name for c in self.resolved_channels()])
 
     @classmethod
     def from_settings(cls, settings: AlertSettings | None = None) -> AlertConfig:
@@ -102,6 +103,24 @@ class AlertConfig:
         channels = AlertSettings().channels()
         check_channels(channels)
         return channels
+
+    def check_policy_channels(self, names: Collection[str]) -> None:
+        """Every channel a policy names is one of ``names`` (the channels in use).
+
+        A misspelt name would otherwise send that policy's alerts nowhere.
+        """
+        policies = [("AlertConfig.policy", self.policy)] + [
+            (f"AlertConfig.job_policies[{key!r}]", policy)
+            for key, policy in self.job_policies.items()
+        ]
+        for where, policy in policies:
+            for name in policy.channels or ():
+                if name not in names:
+                    known = ", ".join(repr(n) for n in names)
+                    raise ConfigurationError(
+                        f"{where} names alert channel {name!r}, which is not configured "
+                        f"(the channels are: {known})"
+                    )
 
     def policy_for(self, job_id: str, job_name: str) -> AlertPolicy:
         policies = self.job_policies
@@ -141,6 +160,8 @@ def resolve_alerts(alerts: AlertConfig | bool | None) -> AlertConfig | None:
     if alerts is False:
         return None
     if isinstance(alerts, AlertConfig):
+        if alerts.channels is None:  # the environment's channels: checked before anything starts
+            alerts.check_policy_channels([c.name for c in alerts.resolved_channels()])
         return alerts
     if alerts is None or alerts is True:
         settings = AlertSettings()

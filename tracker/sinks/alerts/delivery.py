@@ -167,14 +167,18 @@ class ChannelWorker:
             self._cond.notify_all()
 
     def join(self, timeout: float) -> list[Item]:
-        """Wait for the thread (after :meth:`stop`); the alerts not attempted in time.
+        """Wait for the thread (after :meth:`stop`); the alerts not delivered in time.
 
-        An alert in flight at the deadline is left to finish on its own.
+        They are the alerts still queued and the one being sent at the deadline, if any:
+        that attempt is left to finish on its own, but nobody waits for its outcome any
+        more, so it is handed back with the others (it may then reach its receiver twice).
         """
         self._thread.join(max(0.0, timeout))
         with self._cond:
             left = sorted(self._heap)
             self._heap = []
+            if self._in_flight is not None:
+                left.insert(0, self._in_flight)
             self._cond.notify_all()
         try:
             self.channel.close()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ..._exceptions import ConfigurationError
+from ...settings import Settings
 from .channels import EmailChannel, LogChannel, SentryChannel, SlackChannel, WebhookChannel
 from .delivery import Channel
 
 
-class AlertSettings(BaseSettings):
+class AlertSettings(Settings):
     """Every setting has a ``TRACKER_ALERT_`` environment variable, e.g.
     ``TRACKER_ALERT_SLACK_URL``. Setting any channel turns alerts on."""
 

@@ -101,6 +101,7 @@ class AlertSink(BaseSink):
         self.counts: dict[tuple[str, str], int] = {}
         self._counts_lock = threading.Lock()
         channels = self.config.resolved_channels()
+        self.config.check_policy_channels([channel.name for channel in channels])
         self.channels = {channel.name: channel for channel in channels}
         self.workers = {
             channel.name: ChannelWorker(
@@ -126,7 +127,7 @@ class AlertSink(BaseSink):
         self._failures = 0
         self._retry_at = 0.0
         self.last_error: str | None = None
-        self._refreshed_at = datetime.now(UTC)
+        self._refreshed_at = self._started_at = datetime.now(UTC)
         now = time.monotonic()
         self._next_refresh = now + self.config.refresh_interval
         self._next_remind = now
@@ -139,17 +140,19 @@ class AlertSink(BaseSink):
     # -- sink protocol -----------------------------------------------------------------
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
-        config, cache = self.config, self._cache
         work = self._backlog
         self._backlog = []
+        # Jobs with an event waiting to be applied: their cached state is out of date
+        # until it is, so each later event of theirs is applied too (a success right
+        # after a failure in the same batch is a recovery, not the noise of a healthy job).
+        waiting = {_identity(event)[0] for event in work}
         for event in events:
             if isinstance(event, Execution):
                 if not event.status.is_terminal:
                     continue
             elif not isinstance(event, RunTimedOut | JobVanished | JobState):
                 continue
-            job_id, job_name = _identity(event)
-            if relevant(config.policy_for(job_id, job_name), cache.get(job_id), event):
+            if self._screen(event, waiting):
                 work.append(event)
         if not work:
             return
@@ -157,6 +160,17 @@ class AlertSink(BaseSink):
             self._keep(work)
             return
         self._process(work)
+
+    def _screen(self, event: AlertEvent, waiting: set[str]) -> bool:
+        """Whether ``event`` is to be applied; adds its job to ``waiting`` when it is."""
+        job_id, job_name = _identity(event)
+        policy = self.config.policy_for(job_id, job_name)
+        if job_id in waiting:
+            return policy.enabled
+        if relevant(policy, self._cache.get(job_id), event):
+            waiting.add(job_id)
+            return True
+        return False
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -208,7 +222,7 @@ class AlertSink(BaseSink):
             left += [(item.alert.id, name) for item in items]
         if left:
             logger.warning(
-                "%d alert deliveries did not go out before shutdown; they are handed back for "
+                "%d alert deliveries did not finish before shutdown; they are handed back for "
                 "the next start (or another replica) to send",
                 len(left),
             )
@@ -216,7 +230,8 @@ class AlertSink(BaseSink):
                 self.store.release(left)
             except (SQLAlchemyError, OSError) as exc:
                 logger.error("tracker could not hand back %d alert deliveries: %s", len(left), exc)
-        # A delivery still in flight may finish later: its row is no longer written to.
+        # An attempt still in flight may finish later: its delivery, handed back, is no
+        # longer written to from here (the next sender may deliver it again).
         self._closed = True
         self.engine.dispose()
 
@@ -339,7 +354,7 @@ class AlertSink(BaseSink):
         now = datetime.now(UTC)
         for _flip_id, alert in self.store.unprocessed(now - _UNCLAIMED_AFTER):
             self._send(alert, self.config.policy_for(alert.job_id, alert.job_name))
-        rows = self.store.resumable(list(self.workers), now - _STALE_AFTER)
+        rows = self.store.resumable(list(self.workers), now - _STALE_AFTER, self._started_at)
         for flip_id, channel, status, instance, _attempts, alert in rows:
             if self.store.take(flip_id, channel, status, instance):
                 logger.info(
@@ -360,12 +375,16 @@ class AlertSink(BaseSink):
             logger.debug("could not record an alert attempt: %s", exc)
 
     def _outcome(self, channel: str, outcome: str, item: Item, error: str | None) -> None:
+        if self._closed and outcome == FAILED:
+            outcome = RETRIED  # an attempt that outlived the shutdown: handed back, tried again
         self._count(channel, outcome, 1)
         alert = item.alert
         what = f"alert {alert.id} ({alert.kind.value}, job {alert.job_id!r})"
         if outcome == SENT:
             level = logging.DEBUG if channel == "log" else logging.INFO
             logger.log(level, "%s sent to %s (attempt %d)", what, channel, item.attempts)
+        elif outcome == RETRIED and self._closed:
+            logger.warning("%s to %s failed after shutdown (handed back): %s", what, channel, error)
         elif outcome == RETRIED:
             logger.warning("%s to %s failed, will retry: %s", what, channel, error)
         elif outcome == SKIPPED:

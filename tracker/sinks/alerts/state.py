@@ -5,12 +5,15 @@ same transaction as the job's new state (optimistic: ``UPDATE … WHERE version 
 so two replicas can't both flip the same job). A flip is then *claimed* with a
 conditional update (``processed_at IS NULL``) by exactly one replica, which records
 one *delivery* row per channel and sends. A restart or a second replica therefore
-never sends a flip twice; deliveries still queued at a clean shutdown are
-*released*, and the next instance (or another replica) claims and sends them.
+never claims a flip twice; deliveries unfinished at a clean shutdown (queued,
+retrying, or still being sent) are *released*, and the next instance (or another
+replica) takes and sends them. Those a crashed instance left unfinished are taken
+over once that instance is known to be dead (see :meth:`AlertStore.resumable`).
 
 Delivery statuses: ``queued`` → ``sending`` → ``sent`` | ``failed`` | ``retrying`` →
 …; ``dropped`` (queue full), ``skipped`` (channel inactive), ``released`` (handed back
-at shutdown). A crash can lose a delivery that was ``sending``; it never repeats one.
+at shutdown). Delivery is at least once: an attempt interrupted by a shutdown or a
+crash is made again, and may then reach its receiver twice (with the same alert id).
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ alert_deliveries = Table(
 
 QUEUED, SENDING, RETRYING, RELEASED = "queued", "sending", "retrying", "released"
 SENT, FAILED, DROPPED, SKIPPED = "sent", "failed", "dropped", "skipped"
+_UNFINISHED = (QUEUED, SENDING, RETRYING)
+"""Statuses of a delivery its owner still has to finish (or hand back)."""
 _MAX_ERROR = 1_000
 
 
@@ -277,6 +282,12 @@ class AlertStore:
         attempts: int | None = None,
         error: str | None = None,
     ) -> None:
+        """Record the progress of a delivery while it is this instance's.
+
+        Once handed back (``released``) or taken over by another instance, a delivery
+        is no longer written to from here: a late outcome of an interrupted attempt
+        must not overwrite its new owner's.
+        """
         values: dict[str, Any] = {"status": status, "updated_at": datetime.now(UTC)}
         if attempts is not None:
             values["attempts"] = attempts
@@ -287,14 +298,21 @@ class AlertStore:
                 update(alert_deliveries)
                 .where(
                     and_(
-                        alert_deliveries.c.flip_id == flip_id, alert_deliveries.c.channel == channel
+                        alert_deliveries.c.flip_id == flip_id,
+                        alert_deliveries.c.channel == channel,
+                        alert_deliveries.c.instance == self.instance,
+                        alert_deliveries.c.status != RELEASED,
                     )
                 )
                 .values(**values)
             )
 
     def release(self, deliveries: Iterable[tuple[str, str]]) -> None:
-        """Hand back deliveries this instance could not send before shutting down."""
+        """Hand back deliveries this instance could not finish before shutting down.
+
+        Queued and retrying ones, and one still being sent: its attempt may yet reach
+        the receiver, so the next sender may deliver it a second time (same alert id).
+        """
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             for flip_id, channel in deliveries:
@@ -305,16 +323,27 @@ class AlertStore:
                             alert_deliveries.c.flip_id == flip_id,
                             alert_deliveries.c.channel == channel,
                             alert_deliveries.c.instance == self.instance,
-                            alert_deliveries.c.status.in_((QUEUED, RETRYING)),
+                            alert_deliveries.c.status.in_(_UNFINISHED),
                         )
                     )
                     .values(status=RELEASED, updated_at=now)
                 )
 
     def resumable(
-        self, channels: Sequence[str], stale_before: datetime, limit: int = 100
+        self,
+        channels: Sequence[str],
+        stale_before: datetime,
+        started_at: datetime,
+        limit: int = 100,
     ) -> list[tuple[str, str, str, str | None, int, Alert]]:
-        """Deliveries to take over: released ones, and ones a dead instance left waiting.
+        """Deliveries to take over: released ones, and ones a dead instance left unfinished.
+
+        An instance is dead once its row in ``tracker_instances`` is marked stopped (a
+        clean shutdown, or a live writer found its heartbeat stale or its process gone);
+        its deliveries still queued, retrying or being sent, untouched since
+        ``stale_before``, are taken over. A live instance's deliveries are never taken,
+        except this instance id's own from before ``started_at`` (this start): a
+        process given a fixed ``instance`` that crashed and started again.
 
         Rows: (flip id, channel, status, instance, attempts, alert).
         """
@@ -337,10 +366,15 @@ class AlertStore:
                 or_(
                     d.c.status == RELEASED,
                     and_(
-                        d.c.status.in_((QUEUED, RETRYING)),
+                        d.c.status.in_(_UNFINISHED),
                         d.c.updated_at < stale_before,
                         d.c.instance != self.instance,
                         d.c.instance.not_in(alive),
+                    ),
+                    and_(
+                        d.c.status.in_(_UNFINISHED),
+                        d.c.instance == self.instance,
+                        d.c.updated_at < started_at,
                     ),
                 ),
             )
