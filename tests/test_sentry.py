@@ -8,12 +8,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from zoneinfo import TZPATH, ZoneInfo
 
 import pytest
 import sentry_sdk
+import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.combining import OrTrigger
@@ -21,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from opentelemetry.sdk.trace import TracerProvider
-from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration, unignore_logger
 from support import slow_job, wait_for
 
 from tracker import Status, Tracker, TrackerSettings, tracked_job
@@ -29,6 +32,8 @@ from tracker.sinks.sentry import UnsupportedSchedule, monitor_config, monitor_sl
 
 PROVIDER = TracerProvider(shutdown_on_exit=False)
 RAN = threading.Event()
+RUNS_LOGGER = "tracker.runs"
+"""The logger of the lifecycle log events (logs=True)."""
 
 
 @tracked_job
@@ -273,6 +278,60 @@ def test_logs_without_sentry_do_not_take_the_failure_away_from_sentry(
     assert event["exception"]["values"][0]["type"] == "ValueError"
 
 
+@pytest.fixture
+def stdlib_structlog() -> Iterator[None]:
+    """A common structlog setup: events rendered to JSON and written through stdlib logging
+    (where Sentry's logging integration sees them). Restored after the test."""
+    config = structlog.get_config()
+    unignore_logger(RUNS_LOGGER)  # what an earlier tracker made Sentry ignore
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    yield
+    structlog.reset_defaults()
+    structlog.configure(**config)
+
+
+@pytest.mark.usefixtures("stdlib_structlog")
+@pytest.mark.parametrize("sentry_first", [True, False], ids=["sentry-first", "tracker-first"])
+@pytest.mark.parametrize(
+    ("func", "status"), [(failing_job, Status.FAILED), (overrunning_job, Status.TIMED_OUT)]
+)
+def test_lifecycle_log_events_through_stdlib_logging_do_not_reach_sentry_again(
+    make: Any, endpoint: _Sentry, sentry_first: bool, func: Any, status: Status
+) -> None:
+    """logs=True + sentry=True, structlog writing through stdlib logging, Sentry's default
+    logging integration: the job_failed / job_timed_out ERROR line is written, but the failure
+    reaches Sentry once (the tracker's own event), whichever of the two was set up first."""
+    if sentry_first:
+        _init(endpoint)
+    tracker = make(sentry=True, logs=True)
+    if not sentry_first:
+        _init(endpoint)
+    lines: list[logging.LogRecord] = []
+    runs_logger = logging.getLogger(RUNS_LOGGER)
+    handler = logging.Handler()
+    handler.emit = lines.append  # type: ignore[method-assign]
+    runs_logger.addHandler(handler)
+    try:
+        row = _run(tracker, func, "invoices")
+    finally:
+        runs_logger.removeHandler(handler)
+        _uninit()
+    assert row.status is status
+    assert any(r.levelno == logging.ERROR and status.value in r.getMessage() for r in lines)
+    (event,) = endpoint.of_type("event")
+    assert event["tags"]["run_id"] == row.run_id
+    assert event.get("logger") != RUNS_LOGGER
+
+
 def test_no_scope_leaks_between_runs_on_a_reused_pool_thread(make: Any, sentry: _Sentry) -> None:
     """On a one-thread pool, what run A set on its scope never shows on run B's event."""
     tracker = make(sentry=True)
@@ -473,6 +532,87 @@ def test_monitor_schedule_from_interval_triggers_and_max_runtime() -> None:
         "unit": "minute",
     }
     assert monitor_config(DateTrigger(datetime.now(UTC))) is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        (ZoneInfo("PST8PDT"), "PST8PDT"),
+        (ZoneInfo("EST5EDT"), "EST5EDT"),
+        (ZoneInfo("CST6CDT"), "CST6CDT"),
+        (timezone(timedelta(hours=2)), "Etc/GMT-2"),  # POSIX signs: Etc/GMT-2 is UTC+02:00
+        (timezone(timedelta(hours=-5)), "Etc/GMT+5"),
+        (timezone(timedelta(hours=14)), "Etc/GMT-14"),
+    ],
+)
+def test_cron_monitors_keep_the_triggers_time_zone(zone: Any, expected: str) -> None:
+    """The monitor's timezone is the IANA name of the zone the trigger fires in — digits and
+    all, fixed whole-hour offsets as their Etc/GMT name — so Sentry expects the same moments."""
+    trigger = CronTrigger(hour=9, minute=0, timezone=zone)
+    config = monitor_config(trigger)
+    assert config is not None
+    assert config["timezone"] == expected
+    named = CronTrigger(hour=9, minute=0, timezone=ZoneInfo(expected))
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    for _ in range(3):  # winter and summer alike
+        fire = trigger.get_next_fire_time(None, moment)
+        assert fire == named.get_next_fire_time(None, moment)
+        moment = fire + timedelta(days=120)
+
+
+def _unnamed_zone() -> ZoneInfo:
+    """Europe/Paris read from its file: the same rules, but no name."""
+    for root in TZPATH:
+        path = Path(root) / "Europe" / "Paris"
+        if path.is_file():
+            with path.open("rb") as file:
+                return ZoneInfo.from_file(file)
+    pytest.skip("no system time zone database to read a zone file from")
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-13)), "unnamed"],
+)
+def test_cron_monitors_without_a_nameable_time_zone_are_refused(zone: Any) -> None:
+    """A zone Sentry could not be told (an offset of no whole hour, a zone without a name) is
+    refused: never a monitor Sentry would read in UTC."""
+    trigger = CronTrigger(hour=9, timezone=_unnamed_zone() if zone == "unnamed" else zone)
+    with pytest.raises(UnsupportedSchedule, match="time zone"):
+        monitor_config(trigger)
+
+
+def test_crons_send_the_zone_of_fixed_offset_triggers_and_skip_unnameable_ones(
+    make: Any, sentry: _Sentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """End to end: a UTC+02:00 cron job checks in with its monitor in Etc/GMT-2; a UTC+05:30
+    one sends nothing and warns once."""
+    tracker = make(sentry=True, sentry_crons=True)
+    scheduler = _scheduler(tracker)
+    now = datetime.now(UTC)
+    plus_two, plus_five_thirty = timezone(timedelta(hours=2)), timezone(timedelta(hours=5.5))
+    try:
+        scheduler.add_job(
+            ok_job, CronTrigger(hour=9, timezone=plus_two), id="two", next_run_time=now
+        )
+        scheduler.add_job(
+            ok_job, CronTrigger(hour=9, timezone=plus_five_thirty), id="half", next_run_time=now
+        )
+        _finished(tracker, "two")
+        _finished(tracker, "half")
+        wait_for(lambda: sentry.of_type("check_in") or sentry_sdk.flush(1))
+    finally:
+        scheduler.shutdown()
+    sentry_sdk.flush(5)
+    (check_in,) = sentry.of_type("check_in")
+    assert check_in["monitor_slug"] == "two"
+    assert check_in["monitor_config"] == {
+        "schedule": {"type": "crontab", "value": "0 9 * * *"},
+        "timezone": "Etc/GMT-2",
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tracker.sentry"]
+    (warning,) = [w for w in warnings if "'half'" in w]
+    assert "UTC+05:30" in warning
 
 
 @pytest.mark.parametrize(

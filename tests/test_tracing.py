@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,7 +24,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from support import wait_for
@@ -523,36 +530,108 @@ def test_spans_reach_an_otlp_http_receiver_configured_from_otel_env(
         provider.shutdown()
 
 
-def test_close_does_not_hang_on_an_exporter_that_never_answers(sqlite_url: str) -> None:
-    """With a collector that accepts but never answers, close(timeout=1) returns promptly."""
+@pytest.mark.parametrize("processor", [BatchSpanProcessor, SimpleSpanProcessor])
+def test_close_does_not_hang_on_an_exporter_that_never_answers(
+    sqlite_url: str, processor: Any
+) -> None:
+    """With a collector that accepts but never answers, close(timeout=1) returns promptly —
+    also with the simple processor, which exports each span as it is built."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # connections complete in the kernel; nothing ever reads or answers
     port = silent.getsockname()[1]
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(
-        BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=15)
-        )
+        processor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=15))
     )
-    tracker = Tracker(
-        sqlite_url,
-        settings=TrackerSettings(flush_interval=0.02),
-        metrics=False,
-        tracing=True,
-        tracer_provider=provider,
-    )
+    tracker = _tracker(sqlite_url, provider)
     try:
         scheduler = _background(tracker)
-        scheduler.add_job(traced_job, "date", run_date=datetime.now(UTC), id="stuck-export")
-        wait_for(lambda: tracker.executions(job_id="stuck-export", status="succeeded"))
+        scheduler.add_job(traced_job, "interval", seconds=0.05, id="stuck-export")
+        wait_for(lambda: len(tracker.executions(job_id="stuck-export", status="succeeded")) >= 3)
         scheduler.shutdown()
         started = time.monotonic()
         tracker.close(timeout=1)
-        assert time.monotonic() - started < 8  # the exporter alone would wait 15 s
+        assert time.monotonic() - started < 4  # the exporter alone would wait 15 s a span
         assert tracker.executions(job_id="stuck-export")[0].status is Status.SUCCEEDED
     finally:
         silent.close()
+
+
+class _GatedExporter(SpanExporter):
+    """An exporter stuck until ``gate`` is set (a collector that hangs, then recovers)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.exported: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.gate.wait()
+        self.exported.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.gate.wait()
+
+
+def test_close_warns_with_the_time_it_waited_for_a_stuck_exporter(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning of a close() that could not flush tells how long it waited, not the last
+    tenth of a second of it."""
+    exporter = _GatedExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracker = _tracker(sqlite_url, provider)
+    try:
+        _run_once_without_flush(tracker, "gated")
+        caplog.set_level(logging.WARNING, logger="tracker.tracing")
+        tracker.close(timeout=1.5)
+    finally:
+        exporter.gate.set()
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "tracker.tracing"]
+    waited = re.search(r"not flushed within ([0-9.]+) s", message)
+    assert waited is not None, message
+    assert 1.3 <= float(waited[1]) <= 2.5
+
+
+def _run_once_without_flush(tracker: Tracker, job_id: str) -> None:
+    scheduler = _background(tracker)
+    try:
+        scheduler.add_job(traced_job, "date", run_date=datetime.now(UTC), id=job_id)
+        wait_for(lambda: tracker.executions(job_id=job_id, status="succeeded"))
+    finally:
+        scheduler.shutdown()
+
+
+def test_a_run_ending_after_close_never_waits_for_the_exporter() -> None:
+    """Once the sink closed, a run that still ends hands its span to the span builder's thread:
+    the job returns at once although the (simple) processor's exporter hangs; the span is
+    exported when the exporter recovers."""
+    from tracker._run import Run
+    from tracker.sinks.tracing import TracingHook, TracingSink
+
+    exporter = _GatedExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    hook = TracingHook(provider)
+    sink = TracingSink(provider, hook.deferred)
+    run = Run(None, "late", "late", datetime.now(UTC), "test", Origin.SCHEDULED)
+    token = hook.enter(run)
+    try:
+        sink.close(timeout=0.2)
+        ended = threading.Thread(target=hook.exit, args=(run, token, Status.SUCCEEDED, None))
+        started = time.monotonic()
+        ended.start()
+        ended.join(5)
+        assert not ended.is_alive()
+        assert time.monotonic() - started < 1
+        assert exporter.exported == []
+    finally:
+        exporter.gate.set()
+    (span,) = wait_for(lambda: exporter.exported)
+    assert span.name == "late"
+    assert span.context.span_id == int(run.span_id or "0", 16)
 
 
 @pytest.mark.parametrize(("trace_id", "span_id"), [(1, 1), (2**128 - 1, 2**64 - 1), (0, 5), (5, 0)])
@@ -573,7 +652,8 @@ def test_the_stand_ins_context_is_the_one_the_api_would_make(trace_id: int, span
 
 def test_spans_waiting_to_be_built_are_bounded_and_drops_counted() -> None:
     """Ended runs wait for the sink's thread in a bounded queue: past it, their spans are
-    dropped and counted (the job never waits); after the sink closed, spans are built at once."""
+    dropped and counted (the job never waits); after the sink closed, the run itself asks the
+    span builder for its span."""
     from tracker._run import Run
     from tracker.sinks.tracing import TracingHook
 
@@ -597,6 +677,7 @@ def test_spans_waiting_to_be_built_are_bounded_and_drops_counted() -> None:
     assert [s.name for s in exporter.get_finished_spans()] == ["a"]
     deferred.closed = True
     run_once("late")
+    assert deferred.builder.wait(5)  # built by the span builder's thread, not the job's
     assert [s.name for s in exporter.get_finished_spans()] == ["a", "late"]
 
 

@@ -1,5 +1,5 @@
 """Run spans built off the job's path: a stand-in while the run is in progress, the SDK's
-span after it ended, on the tracing sink's thread.
+span after it ended, on a thread of its own.
 
 Creating and ending an OpenTelemetry SDK span costs about 26 µs, and on the job's own
 thread it costs the scheduler more than that (``bench/overhead.py``: 111 µs a run, more
@@ -14,8 +14,8 @@ the current span. So on the job's path:
   (attributes, events, exceptions, status, a new name) is kept, with the time it happened;
 * when the run ends, the stand-in is queued with its end time and outcome.
 
-The tracing sink's thread then builds the real span, with the same ids, name, start and
-end times:
+A :class:`SpanBuilder`'s thread then builds the real span (when the tracing sink's thread
+asks it to), with the same ids, name, start and end times:
 
 * in the common case (nothing recorded by the job, the run succeeded, no links, the
   provider's processors are the SDK's batch or simple ones, attributes within its limits):
@@ -25,6 +25,11 @@ end times:
   what was decided on the job's path, the job's recorded calls replayed, and the usual
   status and exception handling. Processors' ``on_start``, span limits and the SDK's
   own checks all apply.
+
+Building a span hands it to the processors, and a processor may export it right there
+(``SimpleSpanProcessor``), waiting as long as the exporter does: hence the builder's own
+daemon thread. The tracing sink's thread, ``close()`` and jobs ending after it only ever
+ask it for work, and wait for it (if at all) with a timeout.
 
 Only an SDK tracer can be deferred; with any other provider the span is made on the
 job's path as before (:meth:`DeferredSpans.for_tracer` returns ``None``).
@@ -223,8 +228,80 @@ class _PresetSampler(Sampler):
         return self.inner.get_description()
 
 
+class SpanBuilder:
+    """A daemon thread that runs the work handing spans to the provider's processors.
+
+    A processor may export a span as it ends (``SimpleSpanProcessor``), and an exporter may
+    wait for a collector that never answers: only this thread ever waits for that. Callers
+    ask for a task (:meth:`request`, never blocks) and may wait for what they asked, with a
+    timeout (:meth:`wait`). Each task drains a queue of its owner; asking again for one not
+    started yet runs it once. The thread ends when idle, and starts again on demand.
+    """
+
+    def __init__(self, name: str = "tracker-otel-spans", linger: float = 1.0) -> None:
+        self.name = name
+        self.linger = linger
+        """Seconds the thread waits for more work before it ends."""
+        self._cond = threading.Condition()
+        self._tasks: list[Callable[[], None]] = []
+        self._asked = 0
+        self._done = 0
+        self._running = False
+        self._failure: Exception | None = None
+
+    def request(self, task: Callable[[], None]) -> None:
+        """Have the thread run ``task`` soon; never waits for it."""
+        with self._cond:
+            self._asked += 1
+            if task not in self._tasks:
+                self._tasks.append(task)
+            if self._running:
+                self._cond.notify_all()
+                return
+            self._running = True
+        try:
+            threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        except BaseException:
+            with self._cond:
+                self._running = False
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every task asked for so far has run; ``False`` if ``timeout`` ran out."""
+        with self._cond:
+            asked = self._asked
+            return self._cond.wait_for(lambda: self._done >= asked, max(0.0, timeout))
+
+    def take_failure(self) -> Exception | None:
+        """The first exception a task raised since the last call (to be counted), if any."""
+        with self._cond:
+            failure, self._failure = self._failure, None
+        return failure
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._tasks:
+                    self._cond.wait(self.linger)
+                if not self._tasks:
+                    self._running = False
+                    return
+                tasks, self._tasks = self._tasks, []
+                asked = self._asked
+            failure: Exception | None = None
+            for task in tasks:
+                try:
+                    task()
+                except Exception as exc:
+                    failure = failure or exc
+            with self._cond:
+                self._failure = self._failure or failure
+                self._done = asked
+                self._cond.notify_all()
+
+
 class DeferredSpans:
-    """Stand-ins started on the job's path, realized as SDK spans on the sink's thread."""
+    """Stand-ins started on the job's path, realized as SDK spans by a :class:`SpanBuilder`."""
 
     def __init__(
         self,
@@ -245,6 +322,8 @@ class DeferredSpans:
         self.on_drop = on_drop
         """Told ``("tracing", 1)`` for each span dropped (else they are dropped silently)."""
         self.closed = False
+        """Set when the tracing sink closes: a run ending later asks the builder itself."""
+        self.builder = SpanBuilder()
         self._done: deque[StandInSpan] = deque()
         preset = _Preset()
         ids = tracer.id_generator
@@ -339,20 +418,26 @@ class DeferredSpans:
         return StandInSpan(name, context, run, attributes, links, sampling, _time_ns())
 
     def finish(self, span: StandInSpan, status: Status, error: BaseException | None) -> None:
-        """The run ended: queue its span to be built (at once, if the sink is closed)."""
+        """The run ended: queue its span to be built (by the builder). Never waits: once the
+        sink closed, the run asks the builder itself, and what does not fit is dropped."""
         span.end_ns = _time_ns()
         span.status = status
         span.error = error
         span.ended = True
-        if self.closed:
-            self.realize(span, self._plain())
-        elif len(self._done) >= self.capacity:
+        if len(self._done) >= self.capacity:
             if self.on_drop is not None:
                 self.on_drop("tracing", 1)
-        else:
-            self._done.append(span)
+            return
+        self._done.append(span)
+        if self.closed:  # no sink's thread asks for it any more
+            self.realize_soon()
 
-    # -- on the sink's thread ------------------------------------------------------
+    # -- off the job's path ----------------------------------------------------------
+
+    def realize_soon(self) -> None:
+        """Have the builder's thread build the spans of the runs that ended; never waits."""
+        if self._done:
+            self.builder.request(self.realize_pending)
 
     def realize_pending(self) -> None:
         """Build and end the real span of every run that ended so far. One span that fails

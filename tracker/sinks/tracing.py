@@ -9,10 +9,12 @@
   SDK's tracer, what is current during the run is a stand-in with the span's ids and
   sampling decision, and the SDK span itself is built after the run, off the job's path
   (:mod:`tracker.sinks.deferred_spans`).
-* :class:`TracingSink` runs on its own thread: it builds those spans, gives runs
+* :class:`TracingSink` runs on its own thread: it has those spans built, gives runs
   recorded only from scheduler events (jobs not decorated with ``@tracked_job``) a span
-  after the fact, and flushes the provider with a timeout (an exporter that hangs never
-  blocks :meth:`Tracker.close <tracker.Tracker.close>`).
+  after the fact, and flushes the provider with a timeout. Spans are built on a thread of
+  their own (a processor may export as a span ends), so an exporter that hangs never
+  blocks the sink's thread, a job, or :meth:`Tracker.close <tracker.Tracker.close>`
+  beyond its timeout.
 
 Span: named after the job, kind ``INTERNAL``; attributes (see ``docs/signals.md``)::
 
@@ -30,6 +32,8 @@ import asyncio
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextvars import Token
 from datetime import datetime
@@ -47,7 +51,7 @@ from .._hub import Hub
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
-from .deferred_spans import DeferredSpans, StandInSpan
+from .deferred_spans import DeferredSpans, SpanBuilder, StandInSpan
 from .iso import iso
 
 __all__ = [
@@ -235,29 +239,44 @@ class TracingSink(BaseSink):
     """Spans, after the fact, for runs known only from scheduler events; bounded flushes.
 
     Runs recorded from inside (``@tracked_job``) already carry their span's ids and are
-    left alone. ``flush``/``close`` flush the provider (default: the global one) on a
-    helper thread and give up after ``timeout``, so a hanging exporter never hangs the
-    tracker. The provider is not shut down: it belongs to whoever configured it.
+    left alone. Every span — those deferred runs', those made after the fact — is built on
+    a :class:`SpanBuilder`'s thread, since a processor may export it right there: this
+    sink's thread only asks for them. ``flush``/``close`` wait for them, then flush the
+    provider (default: the global one) on a helper thread, and give up after ``timeout``,
+    so a hanging exporter never hangs the tracker. The provider is not shut down: it
+    belongs to whoever configured it.
     """
 
     name = "tracing"
     handles_jobs = False  # job changes have no span
 
     def __init__(
-        self, tracer_provider: TracerProvider | None = None, deferred: DeferredSpans | None = None
+        self,
+        tracer_provider: TracerProvider | None = None,
+        deferred: DeferredSpans | None = None,
+        *,
+        capacity: int = 100_000,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
+        """``capacity`` and ``on_drop``: how many runs may wait for their span after the fact,
+        and who is told of each one dropped past that."""
         self.provider = tracer_provider
         self.tracer = _tracer(tracer_provider)
         self.deferred = deferred
+        self.builder = deferred.builder if deferred is not None else SpanBuilder()
+        self.capacity = capacity
+        self.on_drop = on_drop
+        self._after: deque[Execution] = deque()
+        self._unflushed_since: float | None = None
+        """When the last flush began, if it did not succeed (close's warning counts from
+        there: the hub flushes a sink just before it closes it)."""
 
     @property
     def pending(self) -> int:
         """Runs that ended whose span is not built yet."""
-        return self.deferred.pending if self.deferred is not None else 0
+        return len(self._after) + (self.deferred.pending if self.deferred is not None else 0)
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
-        if self.deferred is not None:
-            self.deferred.realize_pending()
         for event in events:
             if (
                 type(event) is Execution
@@ -265,7 +284,36 @@ class TracingSink(BaseSink):
                 and event.status not in _NO_SPAN
                 and event.started_at is not None
             ):
-                self._span_after_the_fact(event)
+                if len(self._after) < self.capacity:
+                    self._after.append(event)
+                elif self.on_drop is not None:
+                    self.on_drop(self.name, 1)
+        self.tick()
+
+    def tick(self) -> None:
+        self._build_soon()
+        failure = self.builder.take_failure()
+        if failure is not None:
+            raise failure  # counted as this sink's error
+
+    def _build_soon(self) -> None:
+        """Ask the builder for the spans of every run that ended so far; never waits."""
+        if self.deferred is not None:
+            self.deferred.realize_soon()
+        if self._after:
+            self.builder.request(self._build_after_the_fact)
+
+    def _build_after_the_fact(self) -> None:
+        """On the builder's thread: the spans of runs known only from their records."""
+        after = self._after
+        failure: Exception | None = None
+        while after:
+            try:
+                self._span_after_the_fact(after.popleft())
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _span_after_the_fact(self, record: Execution) -> None:
         span = self.tracer.start_span(
@@ -290,20 +338,31 @@ class TracingSink(BaseSink):
         _end_status(span, record.status, None, message)
         span.end(end_time=_ns(record.finished_at))
 
-    def tick(self) -> None:
-        if self.deferred is not None:
-            self.deferred.realize_pending()
-
     def flush(self, timeout: float) -> bool:
-        self.tick()
-        return flush_provider(self.provider, timeout)
+        """Build every span of runs that ended so far, then flush the provider; ``False``
+        if ``timeout`` ran out first (the builder or the exporter is stuck)."""
+        started = self._unflushed_since = time.monotonic()
+        self._build_soon()
+        flushed = self.builder.wait(timeout) and flush_provider(
+            self.provider, max(0.0, started + timeout - time.monotonic())
+        )
+        if flushed:
+            self._unflushed_since = None
+        return flushed
 
     def close(self, timeout: float) -> None:
+        """Flush within ``timeout``; runs ending after this ask the builder themselves."""
         if self.deferred is not None:
-            self.deferred.closed = True  # runs ending from now on build their span at once
-            self.deferred.realize_pending()
-        if not flush_provider(self.provider, timeout):
-            logger.warning("spans not flushed within %.1f s; the exporter may be down", timeout)
+            self.deferred.closed = True
+        started = time.monotonic()
+        since = self._unflushed_since if self._unflushed_since is not None else started
+        if not self.flush(timeout):
+            unbuilt = f" ({self.pending} not built yet)" if self.pending else ""
+            logger.warning(
+                "spans not flushed within %.1f s%s; the exporter may be down",
+                time.monotonic() - since,
+                unbuilt,
+            )
 
 
 _flushing: dict[int, threading.Thread] = {}
@@ -348,7 +407,11 @@ def enable_tracing(hub: Hub, tracer_provider: TracerProvider | None = None) -> T
     """Give every run of ``hub`` a span (the Tracker's ``tracing=True`` does this)."""
     hook = TracingHook(tracer_provider, capacity=hub.queue_capacity, on_drop=hub.count_drop)
     hub.add_hook(hook)
-    hub.add_sink(TracingSink(tracer_provider, hook.deferred))
+    hub.add_sink(
+        TracingSink(
+            tracer_provider, hook.deferred, capacity=hub.queue_capacity, on_drop=hub.count_drop
+        )
+    )
     _context.add_carrier(CARRIER, otel_context.get_current)
     return hook
 
