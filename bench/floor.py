@@ -1,0 +1,144 @@
+"""The floor of in-run tracking: how much of APScheduler's throughput the least a tracker can do
+keeps, measured beside the real tracker, in one run.
+
+The least: the same ``run_job`` frame lookup the tracker's wrapper makes (job and fire time),
+two clocks, the current run set and restored in a ``ContextVar``, the ended run queued; on
+another thread every 50 ms, each queued run turned into an :class:`~tracker.Execution` with
+the fields the hub fills (run id, times, lateness), then dropped. No listener, no live-run
+registry, no hooks, no database. Whatever the tracker keeps below this figure is what its
+other work costs (``bench/overhead.py`` splits that by thread).
+
+    python bench/floor.py [--jobs 5000] [--rounds 5] [--pin CPU]
+
+Same method as ``bench/overhead.py`` (one-shot jobs due at once, a paused scheduler
+resumed, variants alternating, medians of the rounds); it also prints the CPU this process
+spent per run (a writer process's own not counted), steadier than throughput on a busy
+machine, steadiest with ``--pin 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.executors.base import run_job
+from overhead import _cpu, dispatch, plain_job, tracked, with_tracker
+
+from tracker import Execution, Origin, Status
+from tracker._ids import new_run_id
+
+_RUN_JOB = run_job.__code__
+_current: ContextVar[list[Any] | None] = ContextVar("floor_current_run", default=None)
+_ended: deque[list[Any]] = deque()
+
+
+def least(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` tracked with the least work: find the job and fire time, time the run, queue it."""
+
+    @functools.wraps(fn)
+    def wrapper() -> None:
+        frame = sys._getframe(1)
+        while frame.f_code is not _RUN_JOB:
+            back = frame.f_back
+            if back is None:
+                return fn()
+            frame = back
+        local = frame.f_locals
+        run = [local["job"].id, local["run_time"], time.time(), time.perf_counter(), 0.0]
+        token = _current.set(run)
+        try:
+            return fn()
+        finally:
+            run[4] = time.perf_counter() - run[3]
+            _current.reset(token)
+            _ended.append(run)
+
+    return wrapper
+
+
+def _records(stop: threading.Event) -> None:
+    """The hub's side of the floor: each ended run becomes a record (then is dropped)."""
+    while not stop.wait(0.05):
+        while _ended:
+            job_id, fire_time, wall, _, duration = _ended.popleft()
+            started = datetime.fromtimestamp(wall, UTC)
+            scheduled = fire_time.astimezone(UTC)
+            Execution._make(
+                (
+                    new_run_id(int(wall * 1000)),
+                    job_id,
+                    job_id,
+                    Status.SUCCEEDED,
+                    scheduled,
+                    started,
+                    started,
+                    duration,
+                    (started - scheduled).total_seconds(),
+                    None,
+                    None,
+                    None,
+                    "floor",
+                    Origin.SCHEDULED,
+                    0,
+                    None,
+                    None,
+                    {},
+                )
+            )
+
+
+def _tick() -> None:
+    plain_job()
+
+
+VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
+    "untracked APScheduler": (plain_job, None),
+    "floor: least in-run tracking": (least(_tick), None),
+    "tracker: database + hub": (tracked, with_tracker(metrics=False)),
+    "tracker: database + hub, writer process": (tracked, with_tracker("process", metrics=False)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run on this core")
+    args = parser.parse_args()
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
+    stop = threading.Event()
+    threading.Thread(target=_records, args=(stop,), name="floor-records", daemon=True).start()
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    dispatch(500, plain_job, None)  # warm-up
+    for _ in range(args.rounds):
+        for name, (func, setup) in VARIANTS.items():
+            times[name].append(dispatch(args.jobs, func, setup))
+            cpu[name].append(_cpu.pop())
+    stop.set()
+    untracked = times["untracked APScheduler"]
+    base = args.jobs / statistics.median(untracked)
+    print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")
+    for name, samples in times.items():
+        rate = args.jobs / statistics.median(samples)
+        paired = [u / s for u, s in zip(untracked, samples, strict=True)]
+        per_run = statistics.median(cpu[name]) / args.jobs * 1e6
+        print(
+            f"  {name:40s} {rate:9,.0f} runs/s {rate / base:6.1%}"
+            f"  ({min(paired):.0%} to {max(paired):.0%})  CPU {per_run:5.1f} µs/run"
+        )
+
+
+if __name__ == "__main__":
+    main()
