@@ -264,3 +264,50 @@ def test_a_dead_writer_does_not_make_the_services_runs_interrupted(sqlite_url, m
         assert tracker.flush(15)
         (row,) = tracker.executions(job_id=long_one.__qualname__)
         assert row.status is Status.SUCCEEDED
+
+
+def test_records_reach_the_writer_process_with_every_microsecond() -> None:
+    """Times cross the pipe as floats where that is exact (1834-2106) and as datetimes
+    elsewhere: every record comes back equal, to the microsecond, in any zone, at the edges
+    of the float range and of the calendar."""
+    import pickle
+    import random
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from tracker import Execution, Origin
+    from tracker.sinks.database.rows import from_plain, to_plain
+
+    rng = random.Random(7)
+    edges = [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2106, 2, 7, 6, 28, 15, 999_999, tzinfo=UTC),  # just under 2**32 s
+        datetime(2106, 2, 7, 6, 28, 16, 1, tzinfo=UTC),  # just over: kept as a datetime
+        datetime(1833, 11, 24, 17, 31, 44, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 7, 1, 2, 30, 0, 123_456, tzinfo=ZoneInfo("Europe/Paris")),
+        datetime(2026, 12, 4, 12, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ]
+    start = datetime(1850, 1, 1, tzinfo=UTC)
+    spread = [
+        start + timedelta(microseconds=rng.randrange(250 * 365 * 86_400 * 10**6))
+        for _ in range(20_000)
+    ]
+    for moment in edges + spread:
+        record = Execution(
+            run_id="r",
+            job_id="j",
+            job_name="j",
+            status=Status.SUCCEEDED,
+            scheduled_at=moment,
+            started_at=moment,
+            finished_at=None,
+            origin=Origin.MANUAL,
+            tags={"team": "a"},
+        )
+        back = from_plain(pickle.loads(pickle.dumps(to_plain(record))))
+        assert back == record
+        assert back.scheduled_at.utcoffset() == timedelta(0)
+        assert back.finished_at is None
