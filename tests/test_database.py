@@ -364,3 +364,68 @@ def test_every_field_round_trips_through_postgresql_copy(postgres_url, tags_type
     finally:
         tracker.close()
         engine.dispose()
+
+
+def test_records_spilled_with_a_relative_sqlite_url_go_back_to_their_own_file(
+    tmp_path, monkeypatch
+) -> None:
+    """Two services in two directories, each on the default ``sqlite:///tracker.sqlite3``:
+    what one spilled at shutdown (its file locked) is written to its own file at its next
+    start, not to the other's (the spill used to be keyed by the URL's text)."""
+    import sqlite3
+
+    import support
+
+    from tracker import Tracker, TrackerSettings
+
+    spill_dir = tmp_path / "spill"
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=spill_dir)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    Tracker("sqlite:///tracker.sqlite3", settings=settings, metrics=False).close()
+    holder = sqlite3.connect(first / "tracker.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    tracker = Tracker("sqlite:///tracker.sqlite3", settings=settings, metrics=False)
+    for _ in range(10):
+        support.ok_job()
+    tracker.close(timeout=1)
+    holder.execute("COMMIT")
+    holder.close()
+    assert list(spill_dir.glob("*.jsonl"))
+    monkeypatch.chdir(second)
+    with Tracker("sqlite:///tracker.sqlite3", settings=settings, metrics=False) as other:
+        assert other.flush(5)
+        assert other.executions(job_id="ok_job") == []
+    monkeypatch.chdir(first)
+    with Tracker("sqlite:///tracker.sqlite3", settings=settings, metrics=False) as again:
+        assert again.flush(5)
+        assert len(again.executions(job_id="ok_job")) == 10
+    assert not list(spill_dir.glob("*.jsonl"))
+
+
+def test_a_damaged_spill_file_loses_only_its_damaged_lines(tmp_path, caplog) -> None:
+    """A spill file with a line that can't be read (a hand edit, a bad sector): every other
+    record in it is loaded, and the file is kept beside as ``.corrupt`` for a person to look
+    at (it used to stop at the bad line, then be deleted whole once the rest was written)."""
+    import logging
+
+    from tracker.sinks.database import spill
+
+    due = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    records = [_record(f"job-{n}", due + timedelta(seconds=n)) for n in range(5)]
+    path = spill.spill(tmp_path, "sqlite:////x.db", "host:1/abc", records)
+    lines = path.read_text().splitlines()
+    damaged = [*lines[:2], lines[2][:-7], *lines[3:], "{not json"]
+    path.write_text("".join(f"{line}\n" for line in damaged))
+    with caplog.at_level(logging.ERROR, logger="tracker.database"):
+        loaded, files = spill.load(tmp_path, "sqlite:////x.db")
+    assert sorted(r.job_id for r in loaded) == ["job-0", "job-1", "job-3", "job-4"]
+    assert files == [path]  # deleted by the writer once its records are written
+    assert len(path.read_text().splitlines()) == 4
+    kept = path.with_name(path.name + ".corrupt")
+    assert kept.read_text() == "".join(f"{line}\n" for line in damaged)
+    assert "could not read 2 of the 6 lines" in caplog.text
+    again, _ = spill.load(tmp_path, "sqlite:////x.db")
+    assert len(again) == 4  # the .corrupt file is not loaded again

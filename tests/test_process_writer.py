@@ -311,3 +311,40 @@ def test_records_reach_the_writer_process_with_every_microsecond() -> None:
         assert back == record
         assert back.scheduled_at.utcoffset() == timedelta(0)
         assert back.finished_at is None
+
+
+def test_a_killed_services_running_runs_become_interrupted(database_url, tmp_path) -> None:
+    """SIGKILL a service (writer process) while a job runs: its writer process, seeing its
+    input close, writes what it was sent and closes the run left ``running`` as interrupted
+    (it used to mark the instance stopped, and no later tracker looked at its rows again);
+    another live service's run is untouched."""
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *sys.path])}
+    script = os.path.join(here, "proc_scheduler.py")
+    dead_marker, live_marker = tmp_path / "dead", tmp_path / "live"
+    dead = subprocess.Popen(
+        [sys.executable, script, "hang", database_url, str(dead_marker)],
+        env={**env, "TRACKER_DATABASE_WRITER": "process"},
+    )
+    live = subprocess.Popen(
+        [sys.executable, script, "hang", database_url, str(live_marker)],
+        env={**env, "TRACKER_DATABASE_WRITER": "process"},
+    )
+    try:
+        with Tracker(database_url, metrics=False, watchdog=False) as reader:
+
+            def statuses() -> list[Status]:
+                return sorted(r.status for r in reader.executions())
+
+            support.wait_for(lambda: statuses() == [Status.RUNNING] * 2, timeout=30)
+            dead.send_signal(signal.SIGKILL)
+            dead.wait(10)
+            support.wait_for(lambda: statuses() == [Status.INTERRUPTED, Status.RUNNING], 30)
+            (closed,) = reader.executions(status="interrupted")
+            assert f":{dead.pid}/" in closed.instance
+            assert "ended while it was in progress" in (closed.error_message or "")
+    finally:
+        for p in (dead, live):
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)

@@ -24,11 +24,16 @@ import select
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import update
+
+from ..._record import Status
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
 from .rows import from_plain
+from .schema import executions
 from .writer import DatabaseSink
 
 logger = logging.getLogger("tracker.database")
@@ -109,9 +114,43 @@ class _Writer:
                 message = read_frame(self.fd_in)
             except EOFError:  # the tracker's process is gone: keep what was sent
                 self.sink.close(30.0)
+                self.interrupt_orphans()
                 return
             if self.dispatch(message):
                 return
+
+    def interrupt_orphans(self) -> None:
+        """The service's process is gone without closing (killed): its runs still ``running``
+        can no longer end. Closed here as ``interrupted``, now: its instance was just marked
+        stopped (the records it had sent are written), so no later tracker would look at them.
+        """
+        instance = self.sink.instance
+        now = datetime.now(UTC)
+        try:
+            with self.sink.engine.begin() as conn:
+                closed = conn.execute(
+                    update(executions)
+                    .where(
+                        executions.c.instance == instance,
+                        executions.c.status == Status.RUNNING.value,
+                    )
+                    .values(
+                        status=Status.INTERRUPTED.value,
+                        finished_at=now,
+                        error_type="tracker.ProcessDied",
+                        error_message=(
+                            f"The process running this job ({instance}) ended while it was in "
+                            f"progress, without closing its tracker; noticed at {now.isoformat()}."
+                        ),
+                    )
+                ).rowcount
+        except Exception as exc:  # the next tracker's start does it, once the pid is gone
+            logger.error("tracker could not close the runs of %s as interrupted: %s", instance, exc)
+            return
+        finally:
+            self.sink.engine.dispose()
+        if closed:
+            logger.warning("tracker closed %d runs of %s as interrupted", closed, instance)
 
     def dispatch(self, message: tuple[Any, ...]) -> bool:
         """Act on one message (and the records queued behind it); ``True`` to stop."""

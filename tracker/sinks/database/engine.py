@@ -13,6 +13,8 @@ from ..._exceptions import ConfigurationError
 
 DEFAULT_SQLITE_PATH = "tracker.sqlite3"
 SQLITE_BUSY_TIMEOUT_MS = 200
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL connect may take (unless the URL sets ``connect_timeout``)."""
 
 
 def default_url() -> str:
@@ -21,9 +23,26 @@ def default_url() -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Pick the psycopg 3 driver for a bare ``postgresql://`` URL."""
+    """Pick the psycopg 3 driver for a bare ``postgresql://`` URL; make a SQLite file's path
+    absolute (the working directory's file: the spill files of records unwritten at shutdown
+    are keyed by the URL, and another service in another directory must not take them)."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            return url  # the engine reports it
+        database = parsed.database
+        if (
+            database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and parsed.query.get("mode") != "memory"
+            and not Path(database).is_absolute()
+        ):
+            absolute = str(Path(database).expanduser().resolve())
+            return parsed.set(database=absolute).render_as_string(hide_password=False)
     return url
 
 
@@ -53,6 +72,10 @@ def create_tracker_engine(url: str, **kwargs: Any) -> Engine:
                 )
     try:
         options: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+        if backend == "postgresql" and "connect_timeout" not in parsed.query:
+            # A server that stopped answering must not hold a connect (and the writer, and a
+            # shutdown) forever: libpq waits without limit by default.
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         options.update(kwargs)
         engine = create_engine(url, **options)
     except (ArgumentError, NoSuchModuleError) as exc:

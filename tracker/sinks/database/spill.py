@@ -70,15 +70,56 @@ def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
     if not directory.is_dir():
         return [], []
     records: list[Execution] = []
-    files = sorted(directory.glob(f"{_prefix(url)}-*.jsonl"))
-    for path in files:
+    loaded: list[Path] = []
+    for path in sorted(directory.glob(f"{_prefix(url)}-*.jsonl")):
         try:
-            for line in path.read_text(encoding="utf-8").splitlines():
-                row: dict[str, Any] = json.loads(line)
-                for key in _TIMES:
-                    if row[key] is not None:
-                        row[key] = datetime.fromisoformat(row[key])
-                records.append(from_row(row))
-        except (OSError, ValueError, KeyError) as exc:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
             logger.error("tracker could not read spill file %s: %s", path, exc)
-    return records, files
+            continue
+        good: list[str] = []
+        found: list[Execution] = []
+        for line in lines:
+            try:
+                found.append(_record(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            good.append(line)
+        if len(good) < len(lines) and not _set_aside(path, good, len(lines)):
+            continue
+        records.extend(found)
+        loaded.append(path)
+    return records, loaded
+
+
+def _record(line: str) -> Execution:
+    row: dict[str, Any] = json.loads(line)
+    for key in _TIMES:
+        if row[key] is not None:
+            row[key] = datetime.fromisoformat(row[key])
+    return from_row(row)
+
+
+def _set_aside(path: Path, good: list[str], lines: int) -> bool:
+    """A spill file with lines that can't be read: kept beside, renamed ``.corrupt``, for a
+    person to look at, and replaced by its readable lines, loaded (and deleted once written)
+    like any spill file. ``False`` if that could not be done (the file is then left as it
+    is, and loaded at the next start)."""
+    kept = path.with_name(f"{path.name}.corrupt")
+    clean = path.with_suffix(".tmp")
+    try:
+        clean.write_text("".join(f"{line}\n" for line in good), encoding="utf-8")
+        path.replace(kept)
+        clean.replace(path)
+    except OSError as exc:
+        logger.error("tracker could not set aside the damaged spill file %s: %s", path, exc)
+        return False
+    logger.error(
+        "tracker could not read %d of the %d lines of spill file %s: the file is kept as %s; "
+        "its other records are written",
+        lines - len(good),
+        lines,
+        path,
+        kept,
+    )
+    return True
