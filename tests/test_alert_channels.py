@@ -248,6 +248,10 @@ def test_log_channel_logs_at_the_alert_severity(caplog: pytest.LogCaptureFixture
         (lambda: SlackChannel(""), "no URL given"),
         (lambda: WebhookChannel("https://"), "has no host"),
         (lambda: WebhookChannel("http://host:99999/x"), "invalid URL"),
+        (
+            lambda: SlackChannel("hooks.slack.com/services/T0/B0/secret"),
+            "URL 'hooks.slack.com/services/…' must start with https://",
+        ),
         (lambda: WebhookChannel("https://h/x", secret=""), "signing secret is empty"),
         (lambda: EmailChannel(None, sender="a@b.c", recipients="d@e.f"), "no SMTP host"),
         (lambda: EmailChannel("smtp", sender="a@b.c", recipients=""), "no recipients"),
@@ -306,3 +310,16 @@ def test_payload_round_trips() -> None:
     )
     assert Alert.from_payload(alert.to_payload()) == alert
     assert alert.title.startswith("Still down: ")
+
+
+def test_a_webhook_secret_without_its_url_is_an_error_not_alerts_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TRACKER_ALERT_WEBHOOK_SECRET`` set and the URL variable misspelt: the tracker refuses
+    to start, naming the missing variable (alerts used to be silently off)."""
+    from tracker import Tracker
+
+    monkeypatch.setenv("TRACKER_ALERT_WEBHOOK_SECRET", "k")
+    monkeypatch.setenv("TRACKER_ALERT_WEBHOOK_ULR", "https://example.com/hook")
+    with pytest.raises(ConfigurationError, match="TRACKER_ALERT_WEBHOOK_URL is not"):
+        Tracker("sqlite:///:memory:")

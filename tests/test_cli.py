@@ -219,3 +219,53 @@ def test_console_script_uses_the_environment_url(seeded: str, tmp_path: Path) ->
     )
     assert usage.returncode == 2
     assert "invalid int value: 'many'" in usage.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--port", "99999"], "--port must be from 0 to 65535, got 99999"),
+        (["demo", "--port", "-1"], "--port must be from 0 to 65535, got -1"),
+        (["demo", "--interval-scale", "nan"], "--interval-scale must be above 0 and at most"),
+        (["demo", "--interval-scale", "1e12"], "--interval-scale must be above 0 and at most"),
+        (["history", "--limit", str(2**64)], "--limit must be from 1 to 1,000,000,000"),
+    ],
+)
+def test_out_of_range_arguments_are_one_line_errors(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Numbers argparse takes but nothing can use (a port past 65535, an infinite or NaN
+    scale, a limit past SQLite's integers) are one line and exit status 1, not a traceback."""
+    code, _ = run(*argv, "--database-url", f"sqlite:///{tmp_path}/t.sqlite3")
+    assert code == 1
+    assert capsys.readouterr().err.startswith(f"tracker: error: {message}")
+
+
+def test_history_piped_into_head_stops_quietly(seeded: str) -> None:
+    """``tracker history --json | head -1``: when the reader goes away the command stops with
+    status 141 (as a command killed by SIGPIPE), without a BrokenPipeError traceback."""
+    many = [("bulk", Status.SUCCEEDED, timedelta(minutes=n)) for n in range(2000)]
+    seed(seeded, many)
+    shell = f"{TRACKER} history --json --limit 3000 --database-url '{seeded}' | head -1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(done.stdout)["job_id"]
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_a_variable_that_should_hold_json_is_a_one_line_error(
+    seeded: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TRACKER_METRICS_DURATION_BUCKETS=1,2,3`` (not JSON) names the variable and the value."""
+    monkeypatch.setenv("TRACKER_METRICS_DURATION_BUCKETS", "1,2,3")
+    from tracker import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as raised:
+        Tracker(seeded)
+    assert str(raised.value).startswith(
+        "invalid MetricsSettings: duration_buckets (TRACKER_METRICS_DURATION_BUCKETS): "
+        "not valid JSON"
+    )
+    assert str(raised.value).endswith("; got '1,2,3'")

@@ -8,6 +8,7 @@ exit status 1; usage errors exit with 2 (argparse).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,10 @@ from .sinks.database.engine import create_tracker_engine, default_url, normalise
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 CONNECT_TIMEOUT_S = 5
+MAX_LIMIT = 1_000_000_000
+"""Most runs ``tracker history`` prints (beyond it SQLite can't even take the number)."""
+MAX_SCALE = 1000.0
+"""Most the demo's intervals may be stretched (beyond it they overflow APScheduler's times)."""
 
 
 class CliError(Exception):
@@ -137,8 +142,8 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         until = parse_time(args.until, "--until") if args.until else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if args.limit < 1:
-        raise CliError(f"--limit must be at least 1, got {args.limit}")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise CliError(f"--limit must be from 1 to {MAX_LIMIT:,}, got {args.limit}")
     url = database_url(args.database_url)
     engine = open_engine(url, must_exist=True)
     try:
@@ -219,6 +224,8 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port must be from 0 to 65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -269,8 +276,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL)  # the console shows every run
     scale = FAST_SCALE if args.fast else args.interval_scale
-    if scale <= 0:
-        raise CliError(f"--interval-scale must be positive, got {scale}")
+    if not 0 < scale <= MAX_SCALE:  # NaN fails too
+        raise CliError(f"--interval-scale must be above 0 and at most {MAX_SCALE:g}, got {scale}")
     url = database_url(args.database_url)
     open_engine(url, must_exist=False).dispose()  # fail now, in one line, if it can't work
     token = args.token or os.environ.get("TRACKER_API_TOKEN") or secrets.token_urlsafe(16)
@@ -415,6 +422,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop, as a killed writer would
+        # Python flushes stdout once more at exit: send that nowhere rather than fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

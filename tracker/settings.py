@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._exceptions import ConfigurationError
 
@@ -26,6 +27,25 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_explain(type(self), exc)) from None
+        except SettingsError as exc:  # a variable that should hold JSON does not
+            raise ConfigurationError(_explain_source(type(self), exc)) from None
+
+
+def _explain_source(cls: type[BaseSettings], exc: SettingsError) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    found = re.search(r'field "(\w+)"', str(exc))
+    if found is None:
+        return f"invalid {cls.__name__}: {exc}"
+    field = found.group(1)
+    variable = f"{prefix}{field.upper()}"
+    value = os.environ.get(variable)
+    shown = (
+        f"; got {value!r}"
+        if value is not None and not _PRIVATE.search(field) and len(value) <= 80
+        else ""
+    )
+    why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    return f"invalid {cls.__name__}: {field} ({variable}): not valid JSON{why}{shown}"
 
 
 def _explain(cls: type[BaseSettings], exc: ValidationError) -> str:

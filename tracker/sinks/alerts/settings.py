@@ -68,9 +68,15 @@ class AlertSettings(Settings):
 
     @property
     def configured(self) -> bool:
-        """Whether a channel other than the log is set."""
+        """Whether a channel other than the log is set (or half set: a webhook secret alone
+        must be an error, not alerts silently off)."""
         return bool(
-            self.slack_url or self.webhook_url or self.smtp_host or self.email_to or self.sentry
+            self.slack_url
+            or self.webhook_url
+            or self.webhook_secret
+            or self.smtp_host
+            or self.email_to
+            or self.sentry
         )
 
     @property

@@ -27,6 +27,9 @@ _MAX_BODY = 64 * 1024
 def redact_url(url: str) -> str:
     """``scheme://host[:port]/…``: webhook URLs carry their secret in the path."""
     parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:  # no scheme: "hooks.slack.com/services/T0/B0/x"
+        head = url.split("/")[:2]
+        return "/".join(head) + "/…" if url.count("/") > 1 else url
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}/…" if parts.path not in ("", "/") else url
