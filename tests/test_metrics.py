@@ -26,6 +26,7 @@ from tracker.sinks.metrics import (
     DEFAULT_LATENESS_BUCKETS,
     render,
 )
+from tracker.sinks.metrics.state import Seed
 
 TERMINAL = ["failed", "interrupted", "missed", "skipped", "succeeded", "timed_out"]
 JOB_GAUGES = [
@@ -367,6 +368,44 @@ def test_a_removed_jobs_late_state_does_not_revive_it(sink: MetricsSink) -> None
     assert value(sink.render(), "jobtracker_job_paused", job="once") == 0
 
 
+def test_a_job_re_added_paused_under_the_same_id_is_shown_paused(sink: MetricsSink) -> None:
+    """remove_job then add_job(..., next_run_time=None) with the same id: a paused job, whose
+    series stay (no run came between, so it is not a removed one-shot job's late echo)."""
+    sink.handle([state("nightly"), state("nightly", removed=True, next_run_at=None)])
+    sink.handle([state("nightly", next_run_at=None, paused=True)])
+    sink.tick()  # removed_linger=0: a job taken for gone would vanish here
+    body = sink.render()
+    assert value(body, "jobtracker_job_paused", job="nightly") == 1
+    assert value(body, "jobtracker_next_run_timestamp_seconds", job="nightly") == 0
+
+
+def test_seeded_history_carries_the_failure_streak_over_a_restart(sink: MetricsSink) -> None:
+    """A restarted process starts from the history: its failures add to the streak; a name
+    only in the history stays hidden until a scheduler or a run shows it again."""
+    before = (NOW - timedelta(days=1)).timestamp(), (NOW - timedelta(hours=1)).timestamp()
+    sink.handle([state("etl"), *run("etl", Status.FAILED)])  # failed again before the seed came
+    sink.seed({"etl": Seed(*before, 4), "old": Seed(*before, 7)})
+    body = sink.render()
+    assert value(body, "jobtracker_consecutive_failures", job="etl") == 5
+    assert value(body, "jobtracker_last_success_timestamp_seconds", job="etl") == before[0]
+    assert value(body, "jobtracker_last_failure_timestamp_seconds", job="etl") == NOW.timestamp()
+    assert job_samples(body, "old") == {}
+    sink.handle([state("old")])
+    assert value(sink.render(), "jobtracker_consecutive_failures", job="old") == 7
+    sink.handle(run("etl", Status.SUCCEEDED))
+    assert value(sink.render(), "jobtracker_consecutive_failures", job="etl") == 0
+
+
+def test_a_success_since_the_start_wins_over_the_seeded_streak(sink: MetricsSink) -> None:
+    """The history only knows runs before this process started: a success seen since ends
+    the streak it reports."""
+    sink.handle([state("etl"), *run("etl", Status.SUCCEEDED), *run("etl", Status.FAILED)])
+    sink.seed({"etl": Seed((NOW - timedelta(days=1)).timestamp(), 0.0, 9)})
+    body = sink.render()
+    assert value(body, "jobtracker_consecutive_failures", job="etl") == 1
+    assert value(body, "jobtracker_last_success_timestamp_seconds", job="etl") == NOW.timestamp()
+
+
 def test_renamed_job_moves_to_its_new_name(sink: MetricsSink) -> None:
     """modify_job(name=...) moves the job id; the old name, with no id left, goes away."""
     sink.handle([state("j1", "old_name")])
@@ -374,6 +413,24 @@ def test_renamed_job_moves_to_its_new_name(sink: MetricsSink) -> None:
     body = sink.render()
     assert job_samples(body, "old_name") == {}
     assert value(body, "jobtracker_next_run_timestamp_seconds", job="new_name") > 0  # type: ignore[operator]
+
+
+def test_a_renamed_jobs_failure_streak_moves_with_it(registry: CollectorRegistry) -> None:
+    """JobFailingRepeatedly must not keep firing for the old name while its series linger:
+    the streak is the new name's (the job still fails), the old name's is 0 at once."""
+    sink = MetricsSink(registry, removed_linger=300)
+    sink.handle(
+        [
+            state("j1", "old_name"),
+            *(e for _ in range(3) for e in run("old_name", Status.FAILED, job_id="j1")),
+        ]
+    )
+    sink.handle([state("j1", "new_name")])
+    body = sink.render()
+    assert value(body, "jobtracker_consecutive_failures", job="old_name") == 0
+    assert value(body, "jobtracker_runs_total", job="old_name", status="failed") == 3  # lingers
+    assert value(body, "jobtracker_consecutive_failures", job="new_name") == 3
+    sink.close(1)
 
 
 def test_jobs_known_only_from_runs_stay(sink: MetricsSink) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -281,3 +281,123 @@ def test_default_linger_keeps_a_removed_jobs_last_state(sqlite_url: str) -> None
     finally:
         scheduler.shutdown(wait=False)
         tracker.close(5)
+
+
+def flaky(ok: bool) -> None:
+    if not ok:
+        raise RuntimeError("still broken")
+
+
+def test_a_restart_keeps_the_failure_streak_and_last_outcomes(database_url: str) -> None:
+    """JobFailingRepeatedly must not resolve because the service restarted: the new process
+    starts each job's consecutive failures, last success and last failure from the history,
+    and jobs that are gone from every scheduler do not come back from it."""
+    settings = TrackerSettings(flush_interval=0.02)
+    first = Tracker(database_url, settings=settings, registry=CollectorRegistry(), watchdog=False)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    first.instrument(scheduler)
+    scheduler.start()
+    assert first.metrics is not None
+    metrics = first.metrics
+    try:
+        outcomes = [
+            ("retired", False),
+            ("etl", True),
+            ("etl", False),
+            ("etl", False),
+            ("etl", False),
+        ]
+        for i, (name, ok) in enumerate(outcomes):
+            scheduler.add_job(
+                flaky, "date", run_date=datetime.now(UTC), args=[ok], id=f"{name}-{i}", name=name
+            )
+            status = "succeeded" if ok else "failed"
+            done = sum(ok is o for n, o in outcomes[: i + 1] if n == name)
+            wait_for(
+                lambda n=name, s=status, d=done: (
+                    value(metrics.render(), "jobtracker_runs_total", job=n, status=s) == d
+                )
+            )
+        before = first.metrics.render()
+        assert value(before, "jobtracker_consecutive_failures", job="etl") == 3
+    finally:
+        scheduler.shutdown(wait=True)
+        first.close(5)
+
+    second = Tracker(database_url, settings=settings, registry=CollectorRegistry(), watchdog=False)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    second.instrument(scheduler)
+    scheduler.start()
+    try:
+        assert second.metrics is not None
+        restarted = second.metrics
+        scheduler.add_job(noop, "interval", hours=1, id="etl", name="etl")
+        wait_for(
+            lambda: value(restarted.render(), "jobtracker_consecutive_failures", job="etl") == 3
+        )
+        body = restarted.render()
+        for gauge in ("last_success", "last_failure"):
+            name = f"jobtracker_{gauge}_timestamp_seconds"
+            assert value(body, name, job="etl") == pytest.approx(value(before, name, job="etl"))
+        assert (
+            value(body, "jobtracker_runs_total", job="etl", status="failed") == 0
+        )  # counters restart
+        assert job_lines(body, "retired") == []
+    finally:
+        scheduler.shutdown(wait=True)
+        second.close(5)
+
+
+def test_failure_streaks_read_per_job_name_within_bounds(database_url: str) -> None:
+    """The history read behind the seeding: per job name (over its job ids), only runs that
+    finished before the process started, at most ``depth`` newest runs per job id."""
+    from sqlalchemy import insert
+
+    from tracker.sinks.database import create_tracker_engine, executions, upgrade
+    from tracker.sinks.database.queries import failure_streaks
+
+    engine = create_tracker_engine(database_url)
+    upgrade(engine)
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def row(job_id: str, name: str, status: str, minute: int) -> dict[str, object]:
+        at = t0 + timedelta(minutes=minute)
+        started = status not in {"missed", "skipped"}
+        return {
+            "run_id": f"{job_id}-{minute}", "job_id": job_id, "job_name": name, "status": status,
+            "scheduled_at": at, "started_at": at if started else None,
+            "finished_at": at + timedelta(seconds=5) if started else None, "instance": "test",
+        }  # fmt: skip
+
+    rows = [
+        row("a", "a", "succeeded", 0),
+        *(row("a", "a", "failed", m) for m in (1, 2)),
+        row("a", "a", "timed_out", 3),
+        *(row("a", "a", s, m) for s, m in (("missed", 4), ("skipped", 5), ("interrupted", 6))),
+        row("a", "a", "failed", 60),  # finished after the process started: the events' to count
+        # one name, two job ids (one-shot jobs of one function)
+        row("r1", "reminder", "failed", 1),
+        row("r2", "reminder", "succeeded", 2),
+        row("r1", "reminder", "failed", 3),
+        # renamed: each run keeps the name it had
+        row("n", "old", "failed", 1),
+        row("n", "new", "failed", 2),
+        # more failures than ``depth``: the last success is still found further back
+        row("long", "long", "succeeded", 0),
+        *(row("long", "long", "failed", m) for m in range(1, 11)),
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(executions), rows)
+    try:
+        found = failure_streaks(engine, before=t0 + timedelta(minutes=30), depth=8)
+        at = {m: t0 + timedelta(minutes=m, seconds=5) for m in (0, 2, 3, 10)}
+        assert found["a"] == (at[0], at[3], 3)
+        assert found["reminder"] == (at[2], at[3], 1)
+        assert found["old"].consecutive_failures == 1
+        assert found["new"].consecutive_failures == 1
+        assert found["long"] == (at[0], at[10], 8)  # counted up to depth: enough to alert
+        assert failure_streaks(engine, before=t0 + timedelta(minutes=30), max_jobs=1).keys() == {
+            "long"
+        }
+    finally:
+        engine.dispose()

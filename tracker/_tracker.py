@@ -31,6 +31,7 @@ from .sinks.database import (
     select_executions,
 )
 from .sinks.metrics import MetricsSettings, MetricsSink
+from .sinks.metrics.seed import seed_from_history
 from .watchdog import Watchdog, WatchdogSettings
 from .watchdog import resolve_settings as resolve_watchdog
 
@@ -159,6 +160,8 @@ class Tracker:
             self.hub.add_sink(sink)
         if self.metrics is not None:
             self.metrics.bind(self.hub)
+            # From the history, on a thread: a restart must not reset consecutive failures.
+            seed_from_history(self.metrics, self.engine, on_error=self.hub.report_error)
         # Traces first: the log and Sentry hooks read the span's ids from the run.
         if tracing or tracer_provider is not None:
             _signal("tracing", "tracing").enable_tracing(self.hub, tracer_provider)

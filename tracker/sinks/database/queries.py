@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import Engine, Select, and_, delete, select
+from sqlalchemy import Engine, Select, and_, delete, func, inspect, select
 
 from ..._record import Execution, Status
 from .rows import from_row, stored_job_id
-from .schema import executions
+from .schema import EXECUTIONS_TABLE, executions
 
 PRUNE_BATCH = 5_000
 
@@ -80,6 +81,103 @@ def get_execution(engine: Engine, run_id: str) -> Execution | None:
     with engine.connect() as conn:
         row = conn.execute(select(executions).where(executions.c.run_id == run_id)).first()
     return None if row is None else from_row(dict(row._mapping))
+
+
+class FailureStreak(NamedTuple):
+    """What the history says about one job name's recent outcomes (see :func:`failure_streaks`)."""
+
+    last_success: datetime | None
+    """When its last successful run finished (``None``: none found)."""
+    last_failure: datetime | None
+    """When its last failed or timed-out run finished (``None``: none found)."""
+    consecutive_failures: int
+    """Failed or timed-out runs since its last success (at most ``depth`` per job id)."""
+
+
+_SUCCEEDED = Status.SUCCEEDED.value
+_FAILURES = (Status.FAILED.value, Status.TIMED_OUT.value)
+
+
+def failure_streaks(
+    engine: Engine,
+    *,
+    before: datetime,
+    max_jobs: int = 10_000,
+    depth: int = 500,
+) -> dict[str, FailureStreak]:
+    """Per job *name*: last success, last failure and the failures since that success.
+
+    Only runs that finished before ``before`` count (what a process starting at ``before``
+    cannot have seen itself). Bounded work: the ``max_jobs`` job ids due most recently,
+    the newest ``depth`` runs of each (one range of the ``(job_id, scheduled_at)`` index);
+    only a job id without a success or failure among those looks further back, for the
+    newest one of each (indexed too). A job renamed keeps each run under the name it had.
+    Empty when the table does not exist yet.
+    """
+    if max_jobs < 1 or depth < 1:
+        raise ValueError(f"max_jobs and depth must be at least 1, got {max_jobs} and {depth}")
+    before = _aware(before, "before")
+    t = executions
+    successes: dict[str, datetime] = {}
+    failures: dict[str, list[datetime]] = {}
+    last_failures: dict[str, datetime] = {}
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(EXECUTIONS_TABLE):
+            return {}
+        latest = func.max(t.c.scheduled_at)
+        job_ids = list(
+            conn.execute(
+                select(t.c.job_id)
+                .where(t.c.scheduled_at < before)
+                .group_by(t.c.job_id)
+                .order_by(latest.desc())
+                .limit(max_jobs)
+            ).scalars()
+        )
+        columns = (t.c.job_name, t.c.status, t.c.scheduled_at, t.c.started_at, t.c.finished_at)
+        newest_first = (t.c.scheduled_at.desc(), t.c.run_id.desc())
+        for job_id in job_ids:
+            rows = conn.execute(
+                select(*columns)
+                .where(t.c.job_id == job_id, t.c.scheduled_at < before)
+                .order_by(*newest_first)
+                .limit(depth)
+            ).all()
+            succeeded = failed = False
+            for name, status, _, started, finished in rows:
+                at = finished or started
+                if at is None or at >= before or (status != _SUCCEEDED and status not in _FAILURES):
+                    continue
+                if status == _SUCCEEDED:
+                    successes[name] = max(successes.get(name, at), at)
+                    succeeded = True
+                    break
+                failures.setdefault(name, []).append(at)
+                last_failures[name] = max(last_failures.get(name, at), at)
+                failed = True
+            if succeeded or len(rows) < depth:
+                continue
+            # Only runs that were not successes in the newest ``depth``: the newest success
+            # and (if none was seen) failure further back, each an indexed lookup.
+            oldest = rows[-1][2]
+            wanted = [(t.c.status == _SUCCEEDED, successes)]
+            if not failed:
+                wanted.append((t.c.status.in_(_FAILURES), last_failures))
+            for condition, found in wanted:
+                row = conn.execute(
+                    select(*columns)
+                    .where(t.c.job_id == job_id, t.c.scheduled_at < oldest, condition)
+                    .order_by(*newest_first)
+                    .limit(1)
+                ).first()
+                if row is not None and (at := row.finished_at or row.started_at) is not None:
+                    found[row.job_name] = max(found.get(row.job_name, at), at)
+    streaks: dict[str, FailureStreak] = {}
+    for name in successes.keys() | failures.keys() | last_failures.keys():
+        success = successes.get(name)
+        streak = [at for at in failures.get(name, ()) if success is None or at > success]
+        streaks[name] = FailureStreak(success, last_failures.get(name), len(streak))
+    return streaks
 
 
 def prune(

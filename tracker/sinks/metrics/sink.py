@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import REGISTRY, generate_latest
@@ -14,7 +14,7 @@ from ..._sink import BaseSink, TrackerEvent
 from .collector import Health, MetricsCollector, install, installed, rendering_others, uninstall
 from .families import check_buckets
 from .settings import MetricsSettings
-from .state import JobValues, MetricsState
+from .state import JobValues, MetricsState, Seed
 from .text import Templates, render_health, render_jobs
 
 _CHUNK = 512
@@ -112,6 +112,13 @@ class MetricsSink(BaseSink):
         uninstall(self.collector, self.registry)
 
     # -- any thread --------------------------------------------------------------------
+
+    def seed(self, seeds: Mapping[str, Seed]) -> None:
+        """Start each job name's last success/failure and consecutive failures from what
+        they were before this process started (:func:`~.seed.seed_from_history` reads them
+        from the run history), so a restart does not reset them."""
+        with self._lock:
+            self._state.seed(seeds)
 
     def count_alert(self, channel: str, outcome: str, amount: int = 1) -> None:
         """Count an alert notification: ``jobtracker_alerts_total{channel,outcome}``.

@@ -14,7 +14,7 @@ import math
 import time
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from itertools import accumulate
 from typing import Any, NamedTuple
@@ -29,6 +29,9 @@ _MAX_RUNNING = 100_000
 _GONE_KEPT = 10_000
 """Removed job ids remembered, so a one-shot job's last run (published after its removal)
 still lets the series go away afterwards."""
+_ECHO_WINDOW = 30.0
+"""Seconds after a removed job's run started in which a state without a next run is taken
+for that run's late echo (it follows the start at once: same thread, same batch or next)."""
 
 
 class Histogram:
@@ -70,6 +73,14 @@ class JobValues(NamedTuple):
     next_run: float
     consecutive_failures: int
     paused: int
+
+
+class Seed(NamedTuple):
+    """What a job name's gauges were before this process started (from the run history)."""
+
+    last_success: float
+    last_failure: float
+    consecutive_failures: int
 
 
 class JobSeries:
@@ -164,7 +175,33 @@ class MetricsState:
         self._running: dict[str, str] = {}
         self._owner: dict[str, str] = {}
         self._gone: OrderedDict[str, str] = OrderedDict()
+        self._echoing: dict[str, float] = {}
+        """Removed job ids whose run started after the removal (a one-shot job's last one),
+        with when: the state that follows that run's submission is a late echo, not a
+        re-added job."""
         self._expiring: dict[str, float] = {}
+        self._seeds: dict[str, Seed] = {}
+        """Seeds of names not shown yet: applied when the name appears (see :meth:`seed`)."""
+
+    # -- seeding from the run history --------------------------------------------------
+
+    def seed(self, seeds: Mapping[str, Seed]) -> None:
+        """Carry each name's last success and failure, and its failures since that success,
+        over from before this process started (once; runs seen since count on top).
+
+        A name shown already takes its seed at once; any other only when a scheduler or a
+        run makes it appear, so jobs that are gone from every scheduler never come back.
+        """
+        self._seeds.update(seeds)
+        for name in self._seeds.keys() & self.jobs.keys():
+            self._apply_seed(self.jobs[name], self._seeds.pop(name))
+
+    def _apply_seed(self, series: JobSeries, seed: Seed) -> None:
+        if series.last_success == 0.0:  # no success since this process started
+            series.consecutive_failures += max(0, seed.consecutive_failures)
+        series.last_success = max(series.last_success, seed.last_success)
+        series.last_failure = max(series.last_failure, seed.last_failure)
+        self.dirty.add(series.name)
 
     # -- events ----------------------------------------------------------------------
 
@@ -182,6 +219,9 @@ class MetricsState:
             if self.make_text is not None:
                 series.text = self.make_text(name)
             self.structure_changed = True
+            seed = self._seeds.pop(name, None)
+            if seed is not None:
+                self._apply_seed(series, seed)
         self.dirty.add(name)
         return series
 
@@ -190,29 +230,41 @@ class MetricsState:
         if state.removed:
             name = self._owner.pop(job_id, state.job_name)
             self._gone[job_id] = name
+            self._echoing.pop(job_id, None)
             if len(self._gone) > _GONE_KEPT:
-                self._gone.popitem(last=False)
+                self._echoing.pop(self._gone.popitem(last=False)[0], None)
             series = self.jobs.get(name)
             if series is not None:
                 series.live.pop(job_id, None)
                 self.dirty.add(name)
                 self._check_gone(series)
             return
-        if state.next_run_at is None and job_id in self._gone:
+        echo = self._echoing.pop(job_id, None)
+        if state.next_run_at is None and echo is not None and self.clock() - echo < _ECHO_WINDOW:
             # A late echo of a removed one-shot job (its last submission is announced after
-            # its removal), not a re-added job: it must not bring the job id back to life.
+            # its removal, and this state after that run's start), not a re-added job: it
+            # must not bring the job id back to life. A job re-added paused under the same
+            # id (no run just before) is shown paused.
             return
         name = state.job_name
         previous = self._owner.get(job_id)
+        streak = 0
         if previous is not None and previous != name:  # renamed with modify_job(name=...)
             old = self.jobs.get(previous)
             if old is not None:
                 old.live.pop(job_id, None)
+                if not old.live:
+                    # The failure streak goes with the job: the old name's alert resolves
+                    # now, not once its series are gone (removed_linger).
+                    streak, old.consecutive_failures = old.consecutive_failures, 0
                 self.dirty.add(previous)
                 self._check_gone(old)
         self._owner[job_id] = name
         self._gone.pop(job_id, None)
+        fresh = name not in self.jobs
         series = self._series(name)
+        if fresh:
+            series.consecutive_failures += streak
         series.scheduled = True
         series.live[job_id] = (_epoch(state.next_run_at), state.paused)
         self._expiring.pop(name, None)
@@ -227,6 +279,8 @@ class MetricsState:
         if status is Status.RUNNING:
             if record.run_id in self._running:
                 return
+            if record.job_id in self._gone:
+                self._echoing[record.job_id] = self.clock()
             self._running[record.run_id] = name
             series.in_progress += 1
             if record.lateness_s is not None:
