@@ -429,3 +429,13 @@ def test_a_damaged_spill_file_loses_only_its_damaged_lines(tmp_path, caplog) -> 
     assert "could not read 2 of the 6 lines" in caplog.text
     again, _ = spill.load(tmp_path, "sqlite:////x.db")
     assert len(again) == 4  # the .corrupt file is not loaded again
+
+
+@pytest.mark.parametrize("limit", [0, 2**63, 10**20])
+def test_a_limit_no_database_can_take_is_a_clear_error(tracker, limit) -> None:
+    """``executions(limit=...)`` below 1 or past a 64-bit integer: a ValueError saying the
+    range (SQLite raised OverflowError from inside its driver)."""
+    with pytest.raises(
+        ValueError, match=f"limit must be from 1 to 9223372036854775807, got {limit}"
+    ):
+        tracker.executions(limit=limit)

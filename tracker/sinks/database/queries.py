@@ -32,6 +32,9 @@ def _statuses(status: Status | str | Sequence[Status | str] | None) -> list[str]
         raise ValueError(f"unknown status in {values!r}; valid statuses: {valid}") from None
 
 
+_MAX_LIMIT = 2**63 - 1
+
+
 def select_executions(
     engine: Engine,
     *,
@@ -47,8 +50,8 @@ def select_executions(
     ``since``/``until`` bound the fire time (``scheduled_at``), inclusive/exclusive.
     ``before`` is a keyset cursor: only rows strictly older than ``(scheduled_at, run_id)``.
     """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+    if not 1 <= limit <= _MAX_LIMIT:  # past a 64-bit integer, SQLite can't even take it
+        raise ValueError(f"limit must be from 1 to {_MAX_LIMIT}, got {limit}")
     t = executions
     conditions = []
     if job_id is not None:
