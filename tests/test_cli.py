@@ -236,9 +236,13 @@ def test_out_of_range_arguments_are_one_line_errors(
 ) -> None:
     """Numbers argparse takes but nothing can use (a port past 65535, an infinite or NaN
     scale, a limit past SQLite's integers) are one line and exit status 1, not a traceback."""
+    import logging
+
+    level = logging.getLogger("apscheduler").level
     code, _ = run(*argv, "--database-url", f"sqlite:///{tmp_path}/t.sqlite3")
     assert code == 1
     assert capsys.readouterr().err.startswith(f"tracker: error: {message}")
+    assert logging.getLogger("apscheduler").level == level  # refused: nothing else changed
 
 
 def test_history_piped_into_head_stops_quietly(seeded: str) -> None:

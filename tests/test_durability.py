@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,10 +19,10 @@ import pytest
 import support
 from apscheduler.schedulers.background import BackgroundScheduler
 from conftest import POSTGRES_URL, need, postgres_problem
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from tracker import Origin, Status, Tracker, TrackerSettings
-from tracker.sinks.database import executions
+from tracker.sinks.database import executions, instances
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -345,3 +348,225 @@ def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, write
     assert len(got_long.job_id) == 255 and got_long.job_id.startswith("j" * 200)
     assert got_long.job_id != "j" * 255
     assert [r.run_id for r in tracker.executions(job_id="j" * 300)] == [long.run_id]
+
+
+class SilentProxy:
+    """A TCP proxy to PostgreSQL that can go silent, like a dropped network or a frozen server:
+    connections are accepted and nothing is ever answered."""
+
+    def __init__(self) -> None:
+        self.mode = "pass"
+        self._stopped = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._stopped:
+                    client.close()
+                    return
+                self._sockets.append(client)
+                if self.mode != "pass":
+                    continue  # accepted, never answered
+                upstream = socket.create_connection(("127.0.0.1", 5432))
+                self._sockets.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.mode == "pass":
+                    dst.sendall(data)  # else swallowed
+        except OSError:
+            pass
+
+    def _close(self, sockets: list[socket.socket]) -> None:
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def go_silent(self, *, reset: bool) -> None:
+        """From now on nothing is answered; ``reset``: the connections open now are closed
+        (new ones then hang in connect), else they hang too (their queries never answered)."""
+        with self._lock:
+            self.mode = "silent"
+            if reset:
+                self._close(self._sockets)
+                self._sockets = []
+
+    def restore(self) -> None:
+        """Answer again (connections accepted while silent stay silent)."""
+        self.mode = "pass"
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._listener.close()
+            self._close(self._sockets)
+            self._sockets = []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["reset-then-silent", "silent"])
+def test_close_while_the_database_is_silent_keeps_every_record(postgres_url, tmp_path, how) -> None:
+    """The database stops answering (connections accepted, nothing ever sent back) while the
+    sink's thread is writing: close(timeout) still returns within about its timeout, and every
+    record it could not write is spilled (the batch being written too) and written at the next
+    start. "reset-then-silent": new connections hang until the URL's connect_timeout, after
+    close() has returned; "silent": the pooled connection's queries never return at all."""
+    proxy = SilentProxy()
+    proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    if how == "reset-then-silent":
+        proxied += "&connect_timeout=3"
+    spill_dir = tmp_path / "spill"
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=spill_dir)
+    tracker = Tracker(proxied, settings=settings)
+    try:
+        for _ in range(100):
+            support.ok_job()
+        assert tracker.flush(timeout=10)
+        proxy.go_silent(reset=how == "reset-then-silent")
+        for _ in range(300):
+            support.ok_job()
+        time.sleep(0.3)  # the sink's thread is in a write that will not end before close()
+        closer = threading.Thread(target=tracker.close, kwargs={"timeout": 2}, daemon=True)
+        started = time.monotonic()
+        closer.start()
+        closer.join(10)
+        took = time.monotonic() - started
+        assert not closer.is_alive(), "close(timeout=2) did not return"
+        assert tracker.stats().dropped == {}
+        assert tracker.database.pending == 0
+        assert list(spill_dir.glob("*.jsonl")), "what was not written is spilled"
+        time.sleep(1.5)  # a hung write failing after close() must not lose what it held
+        proxy.restore()
+        with Tracker(proxied, settings=settings) as again:  # (spill files are per URL)
+            assert again.flush(timeout=10)
+    finally:
+        proxy.stop()
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(
+                select(func.count()).where(executions.c.instance == tracker.instance)
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert count == 400
+    assert not list(spill_dir.glob("*.jsonl")), "the spill file is gone once written"
+    assert took < 3.5, f"close(timeout=2) took {took:.1f}s"
+
+
+def test_records_that_cannot_be_spilled_are_counted_as_dropped(tmp_path, caplog) -> None:
+    """Database locked at close() and the spill directory not writable: the records are lost,
+    and that is logged and counted (``stats().dropped``, ``jobtracker_records_dropped_total``)."""
+    blocker = tmp_path / "spill"
+    blocker.write_text("a file, not a directory")  # mkdir under it fails, even as root
+    url = f"sqlite:///{tmp_path / 'tracker.sqlite3'}"
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=blocker / "sub")
+    tracker = Tracker(url, settings=settings)
+    holder = sqlite3.connect(tmp_path / "tracker.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        for _ in range(50):
+            support.ok_job()
+        tracker.close(timeout=1)
+    finally:
+        holder.close()
+    assert tracker.stats().dropped == {"database": 50}
+    assert "nor spill them" in caplog.text
+
+
+def test_a_forked_process_never_acts_as_the_parent(sqlite_url, tmp_path, caplog) -> None:
+    """A process forked after the tracker was created (gunicorn --preload) has none of its
+    threads: there the tracker stops, saying so, tracked jobs run untracked, and nothing there
+    acts as the parent's instance (its close() doesn't mark the parent's instance stopped, which
+    would leave the parent's running rows open for good if the parent were then killed)."""
+    tracker = Tracker(
+        sqlite_url, settings=TrackerSettings(flush_interval=0.02, spill_dir=tmp_path / "spill")
+    )
+    try:
+        for _ in range(10):
+            support.ok_job()
+        assert tracker.flush(timeout=5)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            try:
+                os.close(read)
+                ran = [support.ok_job() for _ in range(100)]
+                report = {
+                    "ran": ran == ["ok"] * 100,
+                    "closed": tracker.hub.closed,
+                    "flush": tracker.flush(timeout=1),
+                    "logged": "Create the Tracker after the fork" in caplog.text,
+                }
+                tracker.close(timeout=2)
+                os.write(write, json.dumps(report).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            report = json.loads(pipe.read() or b"{}")
+        os.waitpid(pid, 0)
+        assert report == {"ran": True, "closed": True, "flush": False, "logged": True}
+        assert not tracker.hub.closed
+        for _ in range(5):
+            support.ok_job()
+        assert tracker.flush(timeout=5)
+        assert len(tracker.executions(job_id="ok_job", limit=1000)) == 15
+        engine = create_engine(sqlite_url)
+        try:
+            with engine.connect() as conn:
+                stopped = conn.execute(
+                    select(instances.c.stopped_at).where(instances.c.instance == tracker.instance)
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        assert stopped is None, "the child marked the parent's instance stopped"
+    finally:
+        tracker.close()
+
+
+def test_a_spilled_finish_is_not_overtaken_by_interruption(sqlite_url, tmp_path) -> None:
+    """A run written as ``running``, then finished while the database was locked, is spilled
+    finished at close(); its process then ends. The next tracker writes the spilled record
+    before closing the dead process's running rows as interrupted: the run is ``succeeded``
+    (an interrupted row would refuse the finished state)."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    spill_dir = tmp_path / "spill"
+    child = f"""
+import sqlite3, threading, time
+from tracker import Tracker, TrackerSettings, tracked_job
+tracker = Tracker({sqlite_url!r}, settings=TrackerSettings(flush_interval=0.02,
+                  spill_dir={str(spill_dir)!r}))
+go = threading.Event()
+@tracked_job
+def long_one():
+    go.wait(10)
+job = threading.Thread(target=long_one)
+job.start()
+time.sleep(0.2)
+assert tracker.flush(5)  # its running row is written
+holder = sqlite3.connect({path!r}, isolation_level=None)
+holder.execute("BEGIN EXCLUSIVE")
+go.set()
+job.join()
+tracker.close(timeout=1)
+holder.close()
+"""
+    subprocess.run([sys.executable, "-c", child], env=ENV, check=True, timeout=60)
+    assert list(spill_dir.glob("*.jsonl")), "the finished record was spilled"
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=spill_dir)) as again:
+        assert again.flush(timeout=10)
+        assert [r.status for r in again.executions(job_id="long_one")] == [Status.SUCCEEDED]

@@ -320,3 +320,38 @@ def test_lateness_and_duration_are_measured() -> None:
     assert record.lateness_s == (record.started_at - due).total_seconds() >= 0
     assert 0.05 <= record.duration_s < 5
     hub.close()
+
+
+class Hung(BaseSink):
+    """A sink whose first batch never returns (until released)."""
+
+    name = "hung"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.events: list[TrackerEvent] = []
+
+    def handle(self, events: Sequence[TrackerEvent]) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        self.events.extend(events)
+
+
+def test_what_a_hung_sink_never_took_is_counted_dropped_at_close(caplog) -> None:
+    """close(timeout) leaves a sink stuck in a call behind; the records still queued for it
+    then are lost: counted as dropped and logged, not lost in silence."""
+    sink = Hung()
+    hub = Hub([sink], interval=0.01)
+    hub.close_run(hub.open_run(job_id="first", job_name="first", scheduled_at=NOW))
+    assert sink.entered.wait(5)
+    for n in range(5):
+        hub.close_run(hub.open_run(job_id=f"job{n}", job_name="job", scheduled_at=NOW))
+    started = time.monotonic()
+    hub.close(timeout=0.3)
+    assert time.monotonic() - started < 3.5
+    try:
+        assert hub.stats().dropped == {"hung": 5}
+        assert "did not return within its close timeout; 5 queued records dropped" in caplog.text
+    finally:
+        sink.release.set()

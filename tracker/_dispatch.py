@@ -5,6 +5,11 @@ scheduler's); everything else — formatting, I/O, retries — happens on the si
 own thread. A slow or failing sink only backs up its own queue: other sinks and
 the job never wait for it. When its queue is full, new events for that sink are
 dropped and counted.
+
+At close, a sink whose thread is stuck (in a database call that never returns) is closed
+from the closing thread all the same; a sink with ``handles_after_close = True`` (the database
+sink: it spills them) is then handed what is still queued on that thread, and for any other
+sink what its thread could not take by then is dropped and counted.
 """
 
 from __future__ import annotations
@@ -104,10 +109,41 @@ class SinkWorker:
             self.sink.close(max(0.1, deadline - time.monotonic()))
         except Exception as exc:  # a sink's own failure stays ours
             self._on_error(self.sink.name, exc)
+        if not self._thread.is_alive():
+            return
+        if getattr(self.sink, "handles_after_close", False):
+            # Stuck in the sink (a database call that does not return), which kept what it
+            # had at close() and takes late events on any thread: hand it what is queued.
+            self._hand_over_queue()
+            return
+        # It was stuck in the sink, which close() may have released (a writer process
+        # killed): let it hand over what is left (spilled by then) before we return.
+        self._thread.join(_LATE_JOIN_S)
         if self._thread.is_alive():
-            # It was stuck in the sink, which close() may have released (a writer process
-            # killed): let it hand over what is left (spilled by then) before we return.
-            self._thread.join(_LATE_JOIN_S)
+            left = self._take_queue()
+            if left:  # nobody will hand them to the sink now: lost, and said so
+                logger.error(
+                    "tracker sink %r did not return within its close timeout; %d queued "
+                    "records dropped",
+                    self.sink.name,
+                    len(left),
+                )
+                self._on_drop(self.sink.name, len(left))
+
+    def _take_queue(self) -> list[TrackerEvent]:
+        """Take what is queued (safe beside the worker's thread: each event goes to one)."""
+        taken: list[TrackerEvent] = []
+        queue = self._queue
+        while True:
+            try:
+                taken.append(queue.popleft())
+            except IndexError:
+                return taken
+
+    def _hand_over_queue(self) -> None:
+        left = self._take_queue()
+        if left:
+            self._call(self.sink.handle, left)
 
     def _run(self) -> None:
         while True:

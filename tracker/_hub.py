@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,19 @@ _BATCH = 5_000
 """Most finished runs turned into records before they are handed to the sinks."""
 _LOG_EVERY_S = 60.0
 _FIRED_KEPT = 10_000
+_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
+"""Every hub of this process, for :func:`_after_fork_in_child`."""
+
+
+def _after_fork_in_child() -> None:
+    """In a process forked from one with a tracker (gunicorn ``--preload``, multiprocessing's
+    ``fork``): the tracker's threads are not there. Each open hub stops tracking here (see
+    :meth:`Hub._forked`); the parent's is untouched."""
+    for hub in list(_HUBS):
+        try:
+            hub._forked()
+        except Exception:  # never break the fork
+            logger.exception("tracker: could not stop the tracker inherited through fork()")
 
 
 class RunHook(Protocol):
@@ -126,11 +141,49 @@ class Hub:
         self._errors: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
         self._closed = False
+        self._fork_of: int | None = None  # the parent's pid, in a process forked from this one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tracker-hub", daemon=True)
         self._thread.start()
         for sink in sinks:
             self.add_sink(sink)
+        self._pid = os.getpid()
+        _HUBS.add(self)
+
+    def _forked(self) -> None:
+        """This process was forked from the hub's (its threads stayed there). Stop tracking
+        here, loudly: tracked jobs run untracked, flush() is ``False``, close() does nothing.
+        Above all, nothing here may act as the parent's instance (same id): no heartbeat, no
+        ``stopped_at``, no write; the connections inherited are let go without closing them
+        (they are the parent's)."""
+        if self._closed or self._pid == os.getpid():
+            return
+        self._fork_of, self._pid = self._pid, os.getpid()
+        self._lock = threading.Lock()  # perhaps held by a thread of the parent at fork()
+        self._draining = threading.Lock()
+        self._closed = True
+        workers, self._workers, self._job_workers, self._hooks = self._workers, [], [], []
+        self._live.clear()
+        self._finished.clear()
+        self._by_key.clear()
+        for worker in workers:
+            engine = getattr(worker.sink, "engine", None)
+            dispose = getattr(engine, "dispose", None)
+            if dispose is not None:
+                try:
+                    dispose(close=False)  # SQLAlchemy's way after fork: the parent's stay open
+                except Exception as exc:
+                    self.report_error(worker.sink.name, exc)
+        logger.error(
+            "tracker: this process (pid %d) was forked from the one that created the tracker "
+            "(pid %d, instance %s); the tracker's threads did not come along, so it records "
+            "nothing here and tracked jobs run untracked. Create the Tracker after the fork "
+            "(for instance in the app's lifespan or a post-fork hook, not in a module that "
+            "gunicorn --preload imports).",
+            self._pid,
+            self._fork_of,
+            self.instance,
+        )
 
     # -- configuration -------------------------------------------------------------
 
@@ -501,6 +554,8 @@ class Hub:
     def flush(self, timeout: float = 5.0) -> bool:
         """Publish every finished run, and every live run as ``running``, then wait until
         every sink has handled and flushed what was published so far."""
+        if self._fork_of is not None:  # inherited through fork(): nothing is recorded here
+            return False
         deadline = time.monotonic() + timeout
         self.announce(0.0)
         ok = True
@@ -617,3 +672,7 @@ class Hub:
     def _publish(self, event: TrackerEvent) -> None:
         for worker in self._workers:
             worker.put(event)
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork())
+    os.register_at_fork(after_in_child=_after_fork_in_child)

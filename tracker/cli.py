@@ -273,8 +273,6 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         from .demo.console import ConsoleSink
     except ImportError as exc:
         raise CliError(f"tracker demo needs {exc.name}: pip install 'tracker[fastapi]'") from None
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.CRITICAL)  # the console shows every run
     scale = FAST_SCALE if args.fast else args.interval_scale
     if not 0 < scale <= MAX_SCALE:  # NaN fails too
         raise CliError(f"--interval-scale must be above 0 and at most {MAX_SCALE:g}, got {scale}")
@@ -282,6 +280,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     open_engine(url, must_exist=False).dispose()  # fail now, in one line, if it can't work
     token = args.token or os.environ.get("TRACKER_API_TOKEN") or secrets.token_urlsafe(16)
     sock = _listen(args.host, args.port)
+    # Only once it will run (a refused argument leaves the process's logging as it was).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.CRITICAL)  # the console shows every run
     port = sock.getsockname()[1]
     console = ConsoleSink(out)
     stopped: list[Any] = []

@@ -6,6 +6,13 @@ state) and written with one upsert per batch; an older ``running`` state never
 overwrites a finished one. While the database is down or locked, records wait in a
 bounded buffer and are retried with exponential backoff; past the bound, new runs
 are dropped and counted. The job never waits for any of it.
+
+:meth:`DatabaseSink.close` may run on another thread than the sink's, which may be inside a
+write at that moment (a silent database can hold it there for good): one lock lets a single
+thread use the database at a time, and close() waits for it only until its deadline, then
+spills the batch still being written together with what is pending. Every database call
+close() makes runs on a daemon thread of its own, so close() returns by its deadline whatever
+the database does.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import functools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,6 +58,9 @@ class DatabaseSink(BaseSink):
 
     name = "database"
     handles_jobs = False
+    handles_after_close = True
+    """Once closed, :meth:`handle` spills what it is given (on any thread, without the
+    database): the sink's worker hands it what its stuck thread could not."""
 
     def __init__(
         self,
@@ -79,6 +90,16 @@ class DatabaseSink(BaseSink):
         self._spilled_files: list[Path] = []
         self._on_drop = on_drop
         self._pending: dict[str, Execution] = {}
+        self._inflight: dict[str, Execution] = {}
+        """The batch being written (taken from ``_pending``): spilled if close() can't wait."""
+        self._spilled: dict[str, Execution] = {}
+        """What close() spilled, the spill file's content: records handed over later join it."""
+        self._lock = threading.Lock()
+        """Guards ``_pending``, ``_inflight``, ``_spilled`` and the closing state."""
+        self._io = threading.Lock()
+        """Held by whoever uses the database: the sink's thread, or close()'s."""
+        self._closing = False  # close() started: the sink's thread writes nothing more
+        self._closed = False  # close() gave up or finished: what is left is spilled
         self._ready = False
         self._failures = 0
         self._retry_at = 0.0
@@ -109,19 +130,13 @@ class DatabaseSink(BaseSink):
     # -- sink protocol -------------------------------------------------------------
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
-        pending = self._pending
-        dropped = 0
-        for event in events:
-            if not isinstance(event, Execution):
-                continue
-            previous = pending.get(event.run_id)
-            if previous is None:
-                if len(pending) >= self.buffer_size:
-                    dropped += 1
-                    continue
-                pending[event.run_id] = event
-            elif previous.status is Status.RUNNING or event.status is not Status.RUNNING:
-                pending[event.run_id] = event
+        with self._lock:
+            if self._closed:  # handed over after close() (its thread was stuck): spill them
+                late: dict[str, Execution] = {}
+                _merge(late, events)
+                self._spill_locked(late)
+                return
+            dropped = _merge(self._pending, events, self.buffer_size)
         if dropped:
             if self._on_drop is not None:
                 self._on_drop(self.name, dropped)
@@ -131,12 +146,29 @@ class DatabaseSink(BaseSink):
 
     def tick(self) -> None:
         self._write_if_due()
-        if self._ready and time.monotonic() >= self._next_heartbeat:
-            self._try(self._heartbeat)
+        if not self._ready or self._closing or time.monotonic() < self._next_heartbeat:
+            return
+        if self._io.acquire(blocking=False):  # (else close() has the database)
+            try:
+                if not self._closing:
+                    self._try(self._heartbeat)
+            finally:
+                self._io.release()
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
+        if self._closing or not self._io.acquire(timeout=max(0.0, timeout)):
+            return False
+        try:
+            return self._flush_until(deadline)
+        finally:
+            self._io.release()
+
+    def _flush_until(self, deadline: float) -> bool:
+        """Write until nothing is pending (``True``) or ``deadline`` (``False``); with ``_io``."""
         while True:
+            if self._closed:
+                return False
             if not self._ready:
                 self._try(self._prepare)
             if self._ready and self._pending:
@@ -149,48 +181,98 @@ class DatabaseSink(BaseSink):
             time.sleep(min(remaining, max(0.05, self._retry_at - time.monotonic())))
 
     def close(self, timeout: float) -> None:
-        ok = self.flush(timeout)
-        if not ok and self._pending:
+        """Write what is pending and mark this instance stopped, within ``timeout``; spill
+        what could not be written by then (with the batch the sink's thread may still be
+        writing). Returns by the deadline even when a database call never returns: those
+        are made on a daemon thread, left behind."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        done = threading.Event()
+
+        def finish() -> None:
             try:
-                path = spill.spill(
-                    self.spill_dir, self._spill_key, self.instance, self._pending.values()
-                )
-            except OSError as exc:
-                logger.error(
-                    "tracker could not write %d records to %s before shutdown (%s), "
-                    "nor spill them to %s: %s",
-                    len(self._pending),
-                    self._url,
-                    self.last_error,
-                    self.spill_dir,
-                    exc,
-                )
-            else:
-                logger.warning(
-                    "tracker could not write %d records to %s before shutdown (%s); kept in %s "
-                    "until a tracker on this database starts again",
-                    len(self._pending),
-                    self._url,
-                    self.last_error,
-                    path,
-                )
-                self._pending.clear()
-        elif ok:
-            self._try(self._mark_stopped)
+                # Waits for a write the sink's thread is in, if any, until the deadline.
+                if not self._io.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    return
+                try:
+                    if self._flush_until(deadline) and not self._closed:
+                        self._try(self._mark_stopped)
+                finally:
+                    self._io.release()
+            finally:
+                done.set()
+
+        threading.Thread(target=finish, name="tracker-database-close", daemon=True).start()
+        done.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._closed = True  # from now on nothing is written, nothing put back
+            left = dict(self._inflight)
+            _merge(left, self._pending.values())  # the newer states win, finished first
+            self._pending = {}
+            if left:
+                self._spill_locked(left)
         self.engine.dispose()
+
+    def _spill_locked(self, records: dict[str, Execution]) -> None:
+        """Add ``records`` to the spill file (written again whole); under ``_lock``, closed.
+        Records that cannot be kept there are dropped: counted and logged."""
+        merged = dict(self._spilled)
+        _merge(merged, records.values())
+        new = sum(1 for run_id, r in merged.items() if self._spilled.get(run_id) is not r)
+        if not new:
+            return
+        reason = self.last_error or "no answer from the database in time"
+        try:
+            path = spill.spill(self.spill_dir, self._spill_key, self.instance, merged.values())
+        except OSError as exc:
+            logger.error(
+                "tracker could not write %d records to %s before shutdown (%s), "
+                "nor spill them to %s: %s; dropped",
+                new,
+                self._url,
+                reason,
+                self.spill_dir,
+                exc,
+            )
+            if self._on_drop is not None:
+                self._on_drop(self.name, new)
+            return
+        self._spilled = merged
+        logger.warning(
+            "tracker could not write %d records to %s before shutdown (%s); kept in %s "
+            "until a tracker on this database starts again",
+            new,
+            self._url,
+            reason,
+            path,
+        )
 
     # -- writing -------------------------------------------------------------------
 
     def _write_if_due(self) -> None:
-        if not self._pending or time.monotonic() < self._retry_at:
+        if self._closing or not self._pending or time.monotonic() < self._retry_at:
             return
-        if not self._ready and not self._try(self._prepare):
+        if not self._io.acquire(blocking=False):  # close() has the database
             return
-        self._try(self._write)
+        try:
+            if self._closing:
+                return
+            if not self._ready and not self._try(self._prepare):
+                return
+            self._try(self._write)
+        finally:
+            self._io.release()
 
     def _write(self) -> None:
-        batch = self._pending
-        self._pending = {}
+        with self._lock:
+            if self._closed:  # close() spilled what was pending
+                return
+            batch = self._pending
+            self._pending = {}
+            self._inflight = batch
         refused = 0
         try:
             try:
@@ -198,17 +280,24 @@ class DatabaseSink(BaseSink):
             except _REFUSED:
                 refused = self._write_isolating(list(batch.values()))
         except BaseException:
-            # Put the batch back, keeping anything newer that arrived meanwhile. (Rows written
-            # before the failure are written again: the upsert leaves them as they are.)
-            batch.update(self._pending)
-            self._pending = batch
+            with self._lock:
+                self._inflight = {}
+                if not self._closed:  # (else close() spilled the batch)
+                    # Put the batch back, keeping anything newer that arrived meanwhile. (Rows
+                    # written before the failure are written again: the upsert leaves them.)
+                    batch.update(self._pending)
+                    self._pending = batch
             raise
-        self.written += len(batch) - refused
-        self.last_write_at = datetime.now(UTC)
-        if self._spilled_files:  # their records were in this batch: durable now
-            for path in self._spilled_files:
-                path.unlink(missing_ok=True)
-            self._spilled_files = []
+        with self._lock:
+            self._inflight = {}
+            self.written += len(batch) - refused
+            self.last_write_at = datetime.now(UTC)
+            # Their records were in this batch: durable now. (Unless close() gave up on the
+            # batch meanwhile: its spill file, maybe one of these, holds what is pending too.)
+            if self._spilled_files and not self._closed:
+                for path in self._spilled_files:
+                    path.unlink(missing_ok=True)
+                self._spilled_files = []
 
     def _rows(self, records: Iterable[Execution], *, storable_first: bool = False) -> list[Any]:
         make = self._make_row
@@ -317,17 +406,25 @@ class DatabaseSink(BaseSink):
                 )
         self._ready = True
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        # Spilled records first: a run that finished while the database was down would else
+        # have its `running` row closed as interrupted, which its finished state can't replace.
+        if self._recover_spilled():
+            self._write()
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
-        self._recover_spilled()
 
-    def _recover_spilled(self) -> None:
+    def _recover_spilled(self) -> bool:
+        """Load the records spilled for this database; whether there were any."""
         records, files = spill.load(self.spill_dir, self._spill_key)
         if not files:
-            return
-        for record in records:  # merged under anything newer for the same run
-            self._pending.setdefault(record.run_id, record)
-        self._spilled_files = files
+            return False
+        with self._lock:
+            if self._closed:  # (close() gave up meanwhile: the files stay for the next start)
+                return False
+            for record in records:  # merged under anything newer for the same run
+                self._pending.setdefault(record.run_id, record)
+            self._spilled_files = files
         logger.info("tracker loaded %d records spilled at an earlier shutdown", len(records))
+        return True
 
     def _heartbeat(self) -> None:
         with self.engine.begin() as conn:
@@ -346,6 +443,27 @@ class DatabaseSink(BaseSink):
                 .where(instances.c.instance == self.instance)
                 .values(stopped_at=datetime.now(UTC))
             )
+
+
+def _merge(
+    into: dict[str, Execution], events: Iterable[TrackerEvent], bound: int | None = None
+) -> int:
+    """Merge the records among ``events`` into ``into`` by run id, a later state replacing an
+    earlier one but a ``running`` state never replacing a finished one; a new run past
+    ``bound`` records is left out. Returns how many were left out."""
+    dropped = 0
+    for event in events:
+        if not isinstance(event, Execution):
+            continue
+        previous = into.get(event.run_id)
+        if previous is None:
+            if bound is not None and len(into) >= bound:
+                dropped += 1
+                continue
+            into[event.run_id] = event
+        elif previous.status is Status.RUNNING or event.status is not Status.RUNNING:
+            into[event.run_id] = event
+    return dropped
 
 
 _ON_CONFLICT = (
