@@ -1020,3 +1020,41 @@ def test_origin_is_reported(api: Api) -> None:
     api.tracker.flush()
     runs = api.client.get("/executions", headers=AUTH).json()["items"]
     assert runs[0]["origin"] == Origin.DIRECT.value
+
+
+def test_wait_lets_async_runs_in_progress_finish(sqlite_url: str) -> None:
+    """``scheduler_running(..., wait=True)`` (``tracker_lifespan``'s default) with an
+    AsyncIOScheduler: a run in progress when the block ends finishes and is recorded
+    ``succeeded``, with the job's work done (APScheduler's asyncio executor cancelled it, and it
+    was recorded ``interrupted``); no run starts meanwhile."""
+    import asyncio
+
+    from tracker.integrations.fastapi import scheduler_running
+
+    done: list[int] = []
+    started = asyncio.Event()
+
+    @tracked_job
+    async def half_second() -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        done.append(1)
+
+    async def main() -> Tracker:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        tracker = Tracker(sqlite_url, settings=TrackerSettings(flush_interval=0.02))
+
+        def setup(s: Any) -> None:
+            s.add_job(half_second, "interval", seconds=0.3, id="slow", max_instances=2)
+
+        async with scheduler_running(tracker, scheduler, setup=setup, close_tracker=False):
+            await asyncio.wait_for(started.wait(), 5)
+        return tracker
+
+    tracker = asyncio.run(main())
+    try:
+        rows = tracker.executions(job_id="slow")
+        assert rows and [r.status for r in rows] == [Status.SUCCEEDED] * len(rows)
+        assert len(done) == len(rows)
+    finally:
+        tracker.close()

@@ -112,6 +112,9 @@ def test_killed_process_rows_become_interrupted(database_url, tmp_path) -> None:
             assert f":{dead.pid}/" in interrupted.instance
             assert "stopped while it was in progress" in interrupted.error_message
             assert interrupted.finished_at is not None
+            # It started after the dead process's last heartbeat: it cannot end before it began.
+            assert interrupted.started_at is not None
+            assert interrupted.finished_at >= interrupted.started_at
     finally:
         for p in (dead, live):
             if p.poll() is None:

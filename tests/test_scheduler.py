@@ -361,9 +361,11 @@ def test_failures_no_text_can_be_made_of_are_still_recorded_failed(tracker) -> N
     scheduler.start()
     try:
         rows = support.wait_for(
-            lambda: (finished(tracker, job_id="plain"), finished(tracker, job_id="decorated"))
-            if finished(tracker, job_id="plain") and finished(tracker, job_id="decorated")
-            else None
+            lambda: (
+                (finished(tracker, job_id="plain"), finished(tracker, job_id="decorated"))
+                if finished(tracker, job_id="plain") and finished(tracker, job_id="decorated")
+                else None
+            )
         )
     finally:
         scheduler.shutdown(wait=True)

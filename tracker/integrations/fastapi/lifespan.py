@@ -70,12 +70,34 @@ async def _shutdown(scheduler: Any, wait: bool) -> None:
     if not scheduler.running:
         return
     if isinstance(scheduler, AsyncIOScheduler):
+        if wait:
+            await _let_async_runs_finish(scheduler)
         # AsyncIOScheduler stops on its loop (call_soon_threadsafe): let the loop do it.
         scheduler.shutdown(wait=wait)
         while scheduler.state != STATE_STOPPED:  # noqa: ASYNC110 - APScheduler has no awaitable
             await asyncio.sleep(_STOP_POLL_S)
     else:
         await asyncio.to_thread(scheduler.shutdown, wait)
+
+
+async def _let_async_runs_finish(scheduler: Any) -> None:
+    """``wait=True`` for an AsyncIOScheduler: APScheduler's asyncio executor cancels the runs
+    in progress at shutdown whatever ``wait`` says (it can't wait: its shutdown is not a
+    coroutine). Here, on the scheduler's loop, the scheduler is paused (no new run starts)
+    and the runs in progress are awaited, before it is shut down."""
+    if getattr(scheduler, "_eventloop", None) is not asyncio.get_running_loop():
+        return  # its runs live on another loop: nothing to await from here
+    scheduler.pause()
+    while True:
+        pending = [
+            future
+            for executor in list(getattr(scheduler, "_executors", {}).values())
+            for future in list(getattr(executor, "_pending_futures", ()))
+            if not future.done()
+        ]
+        if not pending:
+            return
+        await asyncio.wait(pending)
 
 
 def tracker_lifespan(

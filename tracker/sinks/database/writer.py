@@ -29,7 +29,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, insert, literal, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from ..._ids import hostname
@@ -632,6 +632,10 @@ def interrupt_dead_instances(
                 dead.append((inst, heartbeat_at))
         closed = 0
         for inst, heartbeat_at in dead:
+            # Ended when last seen, or, for a run that started after that, when it started:
+            # never before its own start.
+            seen = literal(heartbeat_at, executions.c.finished_at.type)
+            ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
             result = conn.execute(
                 update(executions)
                 .where(
@@ -639,7 +643,7 @@ def interrupt_dead_instances(
                 )
                 .values(
                     status=Status.INTERRUPTED.value,
-                    finished_at=heartbeat_at,
+                    finished_at=ended,
                     error_type="tracker.ProcessDied",
                     error_message=(
                         f"The process running this job ({inst}) stopped while it was in progress; "
