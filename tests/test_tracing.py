@@ -292,6 +292,11 @@ def test_undecorated_job_gets_a_span_after_the_fact(traced: Tracker) -> None:
     assert span.start_time is not None
     assert span.end_time is not None
     assert span.start_time <= span.end_time
+    # Its ids are on its row, as any run's (they used to be missing for undecorated jobs).
+    assert traced.flush()
+    (row,) = traced.executions(job_id="plain")
+    assert row.trace_id == f"{span.context.trace_id:032x}"
+    assert row.span_id == f"{span.context.span_id:016x}"
 
 
 # -- the run's span is built off the job's path ------------------------------------------

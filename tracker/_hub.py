@@ -57,6 +57,10 @@ class RunHook(Protocol):
     ``enter`` runs just before the job and returns a token handed back to ``exit``.
     Both must be quick; exceptions are caught and counted, never raised to the job.
 
+    A hook may also have ``name_event_run(run)``, called for a run known only from scheduler
+    events (an undecorated job; no ``enter``/``exit``, its code runs elsewhere): it may give the
+    run the ids its record is to carry (``set_span_ids``), as ``enter`` does.
+
     A hook that changes the job's context (makes a span current, binds log variables) may
     also have ``release(run, token)``: undo that, if it is still in place where it is called.
     ``exit`` normally does it; but when the tracker closes a run still in progress
@@ -497,7 +501,7 @@ class Hub:
         origin: Origin,
     ) -> Run:
         # No hooks: the run is not on this thread (it is known from the scheduler's events).
-        return self.open_run(
+        run = self.open_run(
             job_id=job_id,
             job_name=job_name,
             scheduled_at=scheduled_at,
@@ -506,6 +510,14 @@ class Hub:
             hooks=False,
             origin=origin,
         )
+        for hook in self._hooks:  # ids its record must carry (a span built after it ends)
+            name_ids = getattr(hook, "name_event_run", None)
+            if name_ids is not None:
+                try:
+                    name_ids(run)
+                except Exception as exc:
+                    self.report_error(hook.name, exc)
+        return run
 
     def has_event_run(self, key: Hashable) -> bool:
         """Whether a run opened by :meth:`event_started` under ``key`` is in progress."""

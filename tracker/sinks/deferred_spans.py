@@ -37,11 +37,12 @@ job's path as before (:meth:`DeferredSpans.for_tracer` returns ``None``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -386,6 +387,20 @@ class DeferredSpans:
     def pending(self) -> int:
         """Ended runs whose span is not built yet."""
         return len(self._done)
+
+    def new_ids(self) -> tuple[int, int]:
+        """A trace id and a span id from the SDK's id generator (as a root span gets)."""
+        return self._ids.generate_trace_id(), self._ids.generate_span_id()
+
+    @contextlib.contextmanager
+    def preset_ids(self, ids: tuple[int, int]) -> Iterator[None]:
+        """Within the block, spans this thread starts on :attr:`tracer` get ``ids``."""
+        preset = self._preset
+        previous, preset.ids = preset.ids, ids
+        try:
+            yield
+        finally:
+            preset.ids = previous
 
     # -- on the job's path ---------------------------------------------------------
 

@@ -169,6 +169,9 @@ class TracingHook:
         """``capacity`` and ``on_drop``: how many ended runs may wait for their deferred span,
         and who is told of each one dropped past that (see :class:`DeferredSpans`)."""
         self.tracer = _tracer(tracer_provider)
+        self.capacity = capacity
+        self.event_runs: dict[str, tuple[int, int]] = {}
+        """Trace id (hex) -> ids given to runs known from events, until their span is built."""
         self.deferred = DeferredSpans.for_tracer(
             self.tracer,
             attributes_of=_attributes,
@@ -201,6 +204,20 @@ class TracingHook:
             run.set_span_ids(span_context.trace_id, span_context.span_id)
         current = _in_empty_context(span)
         return span, current, otel_context.attach(current)
+
+    def name_event_run(self, run: Run) -> None:
+        """A run known only from scheduler events (an undecorated job): its span is built after
+        it ends (:class:`TracingSink`), with ids made now, so that its record — its row, its
+        log lines — carries them like any run's. Only with an SDK tracer (ids to preset)."""
+        deferred = self.deferred
+        if deferred is None:
+            return
+        trace_id, span_id = deferred.new_ids()
+        run.set_span_ids(trace_id, span_id)
+        named = self.event_runs
+        named["%032x" % trace_id] = (trace_id, span_id)  # noqa: UP031 (faster)
+        while len(named) > self.capacity:  # runs whose end never came: forget the oldest
+            named.pop(next(iter(named)))
 
     def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
         if token is None:
@@ -267,6 +284,9 @@ class TracingSink(BaseSink):
         self.capacity = capacity
         self.on_drop = on_drop
         self._after: deque[Execution] = deque()
+        self.event_runs: dict[str, tuple[int, int]] = {}
+        """The tracing hook's ids of runs known from events (see
+        :meth:`TracingHook.name_event_run`): their records' spans are built with them."""
         self._unflushed_since: float | None = None
         """When the last flush began, if it did not succeed (close's warning counts from
         there: the hub flushes a sink just before it closes it)."""
@@ -277,10 +297,11 @@ class TracingSink(BaseSink):
         return len(self._after) + (self.deferred.pending if self.deferred is not None else 0)
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
+        named = self.event_runs
         for event in events:
             if (
                 type(event) is Execution
-                and event.trace_id is None
+                and (event.trace_id is None or event.trace_id in named)
                 and event.status not in _NO_SPAN
                 and event.started_at is not None
             ):
@@ -316,13 +337,25 @@ class TracingSink(BaseSink):
             raise failure
 
     def _span_after_the_fact(self, record: Execution) -> None:
-        span = self.tracer.start_span(
-            record.job_name,
-            context=_EMPTY,
-            kind=SpanKind.INTERNAL,
-            attributes=_attributes(record),
-            start_time=_ns(record.started_at),
-        )
+        ids = self.event_runs.pop(record.trace_id, None) if record.trace_id else None
+        deferred = self.deferred
+        if ids is not None and deferred is not None:  # the ids its record carries
+            with deferred.preset_ids(ids):
+                span = deferred.tracer.start_span(
+                    record.job_name,
+                    context=_EMPTY,
+                    kind=SpanKind.INTERNAL,
+                    attributes=_attributes(record),
+                    start_time=_ns(record.started_at),
+                )
+        else:
+            span = self.tracer.start_span(
+                record.job_name,
+                context=_EMPTY,
+                kind=SpanKind.INTERNAL,
+                attributes=_attributes(record),
+                start_time=_ns(record.started_at),
+            )
         message = None
         if record.error_type:
             message = f"{record.error_type}: {record.error_message or ''}"
@@ -407,11 +440,11 @@ def enable_tracing(hub: Hub, tracer_provider: TracerProvider | None = None) -> T
     """Give every run of ``hub`` a span (the Tracker's ``tracing=True`` does this)."""
     hook = TracingHook(tracer_provider, capacity=hub.queue_capacity, on_drop=hub.count_drop)
     hub.add_hook(hook)
-    hub.add_sink(
-        TracingSink(
-            tracer_provider, hook.deferred, capacity=hub.queue_capacity, on_drop=hub.count_drop
-        )
+    sink = TracingSink(
+        tracer_provider, hook.deferred, capacity=hub.queue_capacity, on_drop=hub.count_drop
     )
+    sink.event_runs = hook.event_runs  # the ids the hook gives runs known from events
+    hub.add_sink(sink)
     _context.add_carrier(CARRIER, otel_context.get_current)
     return hook
 
