@@ -490,3 +490,46 @@ def test_a_job_replaced_by_a_decorated_one_mid_run_closes_that_run(tracker) -> N
         scheduler.shutdown(wait=True)
     assert row.status is Status.SUCCEEDED
     assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]
+
+
+@tracked_job
+async def _async_tracked() -> None:
+    support.RUNS.append("async-ran")
+
+
+async def _async_plain() -> None:
+    support.RUNS.append("async-ran")
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_async_job_on_a_thread_pool_is_recorded_failed_and_said_once(tracker, caplog) -> None:
+    """An ``async def`` job (decorated or not) on a BackgroundScheduler's thread pool: APScheduler
+    calls it without awaiting it, so its code never runs, and reports it executed. Each run is
+    recorded ``failed`` with the reason (the undecorated one was recorded ``succeeded``, the
+    decorated one not at all), and the mistake is logged once per job."""
+    import logging
+
+    support.RUNS.clear()
+    scheduler = background()
+    tracker.instrument(scheduler)
+    now = datetime.now(UTC)
+    scheduler.add_job(_async_tracked, "date", run_date=now, id="tracked")
+    scheduler.add_job(_async_plain, "interval", seconds=0.1, id="plain")
+    with caplog.at_level(logging.ERROR, logger="tracker.apscheduler"):
+        scheduler.start()
+        try:
+            support.wait_for(
+                lambda: (
+                    finished(tracker, job_id="tracked")
+                    and len(finished(tracker, job_id="plain")) >= 2
+                )
+            )
+        finally:
+            scheduler.shutdown(wait=True)
+    rows = finished(tracker, job_id="tracked") + finished(tracker, job_id="plain")
+    assert {r.status for r in rows} == {Status.FAILED}
+    assert all(r.error_type and r.error_type.endswith("CoroutineNeverAwaited") for r in rows)
+    assert support.RUNS == []  # the job's code never ran
+    said = [r.getMessage() for r in caplog.records if "without awaiting it" in r.getMessage()]
+    assert sorted(m.split("'")[1] for m in said) == ["plain", "tracked"]

@@ -38,7 +38,8 @@ from apscheduler.events import (
     JobSubmissionEvent,
     SchedulerEvent,
 )
-from apscheduler.executors.pool import ProcessPoolExecutor
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.executors.pool import BasePoolExecutor, ProcessPoolExecutor
 
 from ... import _context
 from ..._hub import Hub
@@ -70,6 +71,19 @@ _MANUAL_KEPT = 1_000
 _MISSED_KEPT = 10_000
 
 
+class CoroutineNeverAwaited(RuntimeError):
+    """An ``async def`` job ran on an executor that does not await coroutines: it never ran."""
+
+
+def _never_awaits(executor: object) -> bool:
+    """Whether ``executor`` calls job functions without awaiting what they return (the thread
+    and process pools, the debug executor, gevent's): an ``async def`` job never runs there.
+    Executors not known here (custom ones) are trusted."""
+    if isinstance(executor, BasePoolExecutor | DebugExecutor):
+        return True
+    return any(cls.__name__ == "GeventExecutor" for cls in type(executor).__mro__)
+
+
 def instrumentation_for(scheduler: Any) -> SchedulerInstrumentation | None:
     """The instrumentation attached to ``scheduler``, if any."""
     return instrumented.get(id(scheduler))
@@ -86,6 +100,7 @@ class SchedulerInstrumentation:
         self._manual: OrderedDict[str, str] = OrderedDict()
         self._missed: OrderedDict[tuple[str, datetime], None] = OrderedDict()
         self._carried: dict[str, dict[str, object]] = {}
+        self._warned: set[str] = set()  # jobs said to never run (an async def, not awaited)
         self._handlers: dict[int, Callable[[Any], None]] = {
             EVENT_JOB_SUBMITTED: self._on_submitted,
             EVENT_JOB_EXECUTED: self._on_finished,
@@ -234,7 +249,26 @@ class SchedulerInstrumentation:
         in_run = known.in_run
         if in_run is None:
             executor = self.scheduler._executors.get(known.executor)
-            in_run = known.in_run = known.tracked and not isinstance(executor, ProcessPoolExecutor)
+            if known.is_async and _never_awaits(executor) and not known.never_runs:
+                known.never_runs = True
+            if known.never_runs and known.job_id not in self._warned:
+                self._warned.add(known.job_id)
+                logger.error(
+                    "job %r is an async function on executor %r (%s), which calls it without "
+                    "awaiting it: its code never runs (APScheduler reports it executed). Run it "
+                    "on an AsyncIOScheduler, or make it a plain function; tracker records its "
+                    "runs as failed",
+                    known.job_id,
+                    known.executor,
+                    type(executor).__name__,
+                )
+            in_run = (
+                known.tracked
+                and not known.never_runs
+                and not isinstance(executor, ProcessPoolExecutor)
+            )
+            if executor is not None:  # (the default one is made when the scheduler starts)
+                known.in_run = in_run
         return in_run
 
     # -- events ----------------------------------------------------------------------
@@ -256,14 +290,21 @@ class SchedulerInstrumentation:
             # even so: the job was replaced by a decorated one while that run was going.)
             return
         job_id, origin = self._identity(event.job_id)
+        error, traceback = event.exception, event.traceback
+        if error is None and known is not None and known.never_runs:
+            error = CoroutineNeverAwaited(
+                f"executor {known.executor!r} called the async function without awaiting it: "
+                "the job's code did not run (APScheduler reported it executed)"
+            )
+            traceback = None
         self.hub.event_finished(
             key,
             job_id=job_id,
             origin=origin,
             job_name=known.name if known else event.job_id,
             scheduled_at=event.scheduled_run_time.astimezone(UTC),
-            error=event.exception,
-            traceback=event.traceback,
+            error=error,
+            traceback=traceback,
             tags=known.tags if known else None,
         )
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.util import iscoroutinefunction_partial
+
 from ..._decorator import job_options
 from ..._record import JobState
 
@@ -39,6 +41,10 @@ class KnownJob:
     in_run: bool | None = None
     """Whether its runs are recorded from inside the run (decorated, and not in another
     process); ``None`` until the integration has looked at its executor."""
+    is_async: bool = False
+    """Its function is an ``async def`` (APScheduler awaits it only on an asyncio executor)."""
+    never_runs: bool = False
+    """An ``async def`` on an executor that calls it without awaiting it: its code never runs."""
 
     @classmethod
     def from_job(cls, job: Any) -> KnownJob:
@@ -57,6 +63,7 @@ class KnownJob:
             max_runtime=options.max_runtime if options else None,
             trigger_text=str(job.trigger),
             misfire_grace_time=getattr(job, "misfire_grace_time", None),
+            is_async=iscoroutinefunction_partial(job.func),
         )
 
     def state(self, *, removed: bool = False) -> JobState:
