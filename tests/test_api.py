@@ -144,11 +144,13 @@ def schedule_of(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def test_metrics_is_an_exact_route_with_prometheus_content(api: Api) -> None:
-    """GET /metrics answers 200 itself (no redirect) with the text format and the jobs' series."""
+    """GET /metrics answers 200 itself (no redirect) with the text format and the jobs' series
+    (which the metrics sink's thread adds as soon as the started scheduler's jobs are known)."""
     response = api.client.get("/metrics", follow_redirects=False)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'jobtracker_runs_total{job="nightly",status="failed"} 0' in response.text
+    series = 'jobtracker_runs_total{job="nightly",status="failed"} 0'
+    support.wait_for(lambda: series in api.client.get("/metrics").text, timeout=5)
 
 
 def test_metrics_render_off_the_event_loop(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
