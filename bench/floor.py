@@ -18,9 +18,7 @@ machine, steadiest with ``--pin 1``.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 import statistics
 import sys
 import threading
@@ -32,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.base import run_job
-from overhead import _cpu, dispatch, plain_job, tracked, with_tracker
+from overhead import _cpu, arguments, dispatch, plain_job, tracked, with_tracker
 
 from tracker import Execution, Origin, Status
 from tracker._ids import new_run_id
@@ -110,13 +108,7 @@ VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run on this core")
-    args = parser.parse_args()
-    if args.pin is not None:
-        os.sched_setaffinity(0, {args.pin})
+    args = arguments(__doc__)
     stop = threading.Event()
     threading.Thread(target=_records, args=(stop,), name="floor-records", daemon=True).start()
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}

@@ -214,14 +214,20 @@ VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """``--jobs``, ``--rounds`` and ``--pin`` (applied: this process moves to that core)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run on this core")
     args = parser.parse_args()
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
+    return args
+
+
+def main() -> None:
+    args = arguments(__doc__)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     gcs: dict[str, list[tuple[int, ...]]] = {name: [] for name in VARIANTS}

@@ -223,6 +223,15 @@ def test_two_replicas_alert_once(make_tracker: MakeTracker, receiver: Receiver) 
     assert kinds(receiver) == ["failed", "recovered"]
 
 
+def _close_handing_back(tracker: Tracker) -> None:
+    """Close ``tracker``; its one delivery, not sent, is handed back (``released``)."""
+    tracker.close()
+    assert tracker.alerts is not None
+    (delivery,) = tracker.alerts.store.deliveries()
+    tracker.alerts.engine.dispose()  # read after close: let go of the connection
+    assert delivery["status"] == "released"
+
+
 def test_alerts_pending_at_shutdown_go_out_after_a_restart(
     make_tracker: MakeTracker, make_receiver: Any
 ) -> None:
@@ -232,11 +241,7 @@ def test_alerts_pending_at_shutdown_go_out_after_a_restart(
     record(first, Status.FAILED)
     assert first.flush(5)
     down.wait_for(1)
-    first.close()
-    assert first.alerts is not None
-    (delivery,) = first.alerts.store.deliveries()
-    first.alerts.engine.dispose()  # read after close: let go of the connection
-    assert delivery["status"] == "released"
+    _close_handing_back(first)
 
     second = make_tracker(WebhookChannel(up.url, name="hook"))
     up.wait_for(1)
@@ -258,11 +263,7 @@ def test_an_alert_being_sent_at_shutdown_goes_out_after_a_restart(
     record(first, Status.FAILED)
     assert first.flush(5)
     (request,) = hanging.wait_for(1)  # the attempt is in flight, and stays there
-    first.close()
-    assert first.alerts is not None
-    (delivery,) = first.alerts.store.deliveries()
-    first.alerts.engine.dispose()  # read after close: let go of the connection
-    assert delivery["status"] == "released"
+    _close_handing_back(first)
 
     second = make_tracker(WebhookChannel(up.url, name="hook"))
     (resent,) = up.wait_for(1)

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
             raise ConfigurationError(_explain_source(type(self), exc)) from None
 
 
+def _shown(field: str, value: object, size: int) -> str:
+    """``; got <value>`` for an error message, unless the setting is private or ``size`` (the
+    value's length) is past 80."""
+    return f"; got {value!r}" if not _PRIVATE.search(field) and size <= 80 else ""
+
+
 def _explain_source(cls: type[BaseSettings], exc: SettingsError) -> str:
     prefix = str(cls.model_config.get("env_prefix", ""))
     found = re.search(r'field "(\w+)"', str(exc))
@@ -39,11 +45,7 @@ def _explain_source(cls: type[BaseSettings], exc: SettingsError) -> str:
     field = found.group(1)
     variable = f"{prefix}{field.upper()}"
     value = os.environ.get(variable)
-    shown = (
-        f"; got {value!r}"
-        if value is not None and not _PRIVATE.search(field) and len(value) <= 80
-        else ""
-    )
+    shown = _shown(field, value, len(value)) if value is not None else ""
     why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
     return f"invalid {cls.__name__}: {field} ({variable}): not valid JSON{why}{shown}"
 
@@ -55,11 +57,7 @@ def _explain(cls: type[BaseSettings], exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else ""
         where = f"{field} ({prefix}{field.upper()})" if field else cls.__name__
         value = error.get("input")
-        shown = (
-            f"; got {value!r}"
-            if field and not _PRIVATE.search(field) and len(repr(value)) <= 80
-            else ""
-        )
+        shown = _shown(field, value, len(repr(value))) if field else ""
         problems.append(f"{where}: {error['msg']}{shown}")
     return f"invalid {cls.__name__}: " + "; ".join(problems)
 

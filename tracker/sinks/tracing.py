@@ -29,6 +29,7 @@ raised none).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -339,17 +340,12 @@ class TracingSink(BaseSink):
     def _span_after_the_fact(self, record: Execution) -> None:
         ids = self.event_runs.pop(record.trace_id, None) if record.trace_id else None
         deferred = self.deferred
+        tracer: Tracer = self.tracer
+        ids_given: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if ids is not None and deferred is not None:  # the ids its record carries
-            with deferred.preset_ids(ids):
-                span = deferred.tracer.start_span(
-                    record.job_name,
-                    context=_EMPTY,
-                    kind=SpanKind.INTERNAL,
-                    attributes=_attributes(record),
-                    start_time=_ns(record.started_at),
-                )
-        else:
-            span = self.tracer.start_span(
+            tracer, ids_given = deferred.tracer, deferred.preset_ids(ids)
+        with ids_given:
+            span = tracer.start_span(
                 record.job_name,
                 context=_EMPTY,
                 kind=SpanKind.INTERNAL,

@@ -27,14 +27,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
-
-from ..._record import Status
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
 from .rows import from_plain
-from .schema import executions
-from .writer import DatabaseSink
+from .writer import DatabaseSink, close_interrupted
 
 logger = logging.getLogger("tracker.database")
 
@@ -128,22 +124,13 @@ class _Writer:
         now = datetime.now(UTC)
         try:
             with self.sink.engine.begin() as conn:
-                closed = conn.execute(
-                    update(executions)
-                    .where(
-                        executions.c.instance == instance,
-                        executions.c.status == Status.RUNNING.value,
-                    )
-                    .values(
-                        status=Status.INTERRUPTED.value,
-                        finished_at=now,
-                        error_type="tracker.ProcessDied",
-                        error_message=(
-                            f"The process running this job ({instance}) ended while it was in "
-                            f"progress, without closing its tracker; noticed at {now.isoformat()}."
-                        ),
-                    )
-                ).rowcount
+                closed = close_interrupted(
+                    conn,
+                    instance,
+                    now,
+                    f"The process running this job ({instance}) ended while it was in "
+                    f"progress, without closing its tracker; noticed at {now.isoformat()}.",
+                )
         except Exception as exc:  # the next tracker's start does it, once the pid is gone
             logger.error("tracker could not close the runs of %s as interrupted: %s", instance, exc)
             return

@@ -601,6 +601,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def close_interrupted(conn: Connection, instance: str, ended: Any, message: str) -> int:
+    """Close ``instance``'s ``running`` rows as ``interrupted`` (its process died), ending at
+    ``ended`` (a time, or an SQL expression of the row); returns how many."""
+    result = conn.execute(
+        update(executions)
+        .where(and_(executions.c.status == Status.RUNNING.value, executions.c.instance == instance))
+        .values(
+            status=Status.INTERRUPTED.value,
+            finished_at=ended,
+            error_type="tracker.ProcessDied",
+            error_message=message,
+        )
+    )
+    return result.rowcount or 0
+
+
 def interrupt_dead_instances(
     engine: Engine, *, stale_after: float, exclude: str | None = None
 ) -> int:
@@ -636,22 +652,13 @@ def interrupt_dead_instances(
             # never before its own start.
             seen = literal(heartbeat_at, executions.c.finished_at.type)
             ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
-            result = conn.execute(
-                update(executions)
-                .where(
-                    and_(executions.c.status == Status.RUNNING.value, executions.c.instance == inst)
-                )
-                .values(
-                    status=Status.INTERRUPTED.value,
-                    finished_at=ended,
-                    error_type="tracker.ProcessDied",
-                    error_message=(
-                        f"The process running this job ({inst}) stopped while it was in progress; "
-                        f"it was last seen at {heartbeat_at.isoformat()}."
-                    ),
-                )
+            closed += close_interrupted(
+                conn,
+                inst,
+                ended,
+                f"The process running this job ({inst}) stopped while it was in progress; "
+                f"it was last seen at {heartbeat_at.isoformat()}.",
             )
-            closed += result.rowcount or 0
             conn.execute(
                 update(instances)
                 .where(instances.c.instance == inst)
