@@ -348,3 +348,72 @@ def test_a_killed_services_running_runs_become_interrupted(database_url, tmp_pat
             if p.poll() is None:
                 p.kill()
             p.wait(10)
+
+
+def test_the_plain_records_the_hub_makes_are_its_records_to_the_microsecond() -> None:
+    """With only the writer process's sink, the hub sends finished runs as plain records,
+    made without the record: read back, each is the record the hub makes for the other sinks
+    (times, lateness, duration, error, tags, origin, span ids), for fire times in any zone,
+    direct runs, and times on both sides of the float range."""
+    import random
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from tracker import Origin
+    from tracker._hub import Hub
+    from tracker._plain import from_plain, is_plain
+    from tracker._run import Run
+
+    class Plain:
+        name = "plain"
+        plain_records = True
+        handles_jobs = False
+
+        def handle(self, events) -> None: ...
+        def tick(self) -> None: ...
+        def flush(self, timeout: float) -> bool:
+            return True
+
+        def close(self, timeout: float) -> None: ...
+
+    rng = random.Random(11)
+    zones = [UTC, ZoneInfo("Europe/Paris"), timezone(timedelta(hours=-3, minutes=-30))]
+    hub = Hub([Plain()])
+    try:
+        assert hub._plain
+        for n in range(5_000):
+            wall = rng.uniform(0, 4.2e9) if n % 10 else rng.choice([1e9 + 5e-7, 1.7e9 + 1 - 5e-7])
+            origin = Origin.DIRECT if n % 7 == 0 else rng.choice([Origin.SCHEDULED, Origin.MANUAL])
+            scheduled = None
+            if origin is not Origin.DIRECT:
+                due = wall - rng.uniform(-5, 5000)
+                if n % 50 == 1:
+                    due = rng.choice([5e9, -5e9])  # past 2106, before 1834: kept as datetimes
+                scheduled = datetime.fromtimestamp(due, rng.choice(zones))
+            run = Run(
+                None,
+                f"job-{n % 13}",
+                f"name {n % 13}",
+                scheduled,
+                hub.instance,
+                origin,
+                {"team": "a"} if n % 3 else None,
+            )
+            run._wall0 = wall
+            if n % 5 == 0:
+                run.set_span_ids(rng.getrandbits(128), rng.getrandbits(64))
+            error = ValueError(f"bad {n}") if n % 4 == 0 else None
+            duration = rng.choice([0.0, 1e-7, 0.0000015, rng.uniform(0, 100)])
+            final = Status.FAILED if error else Status.SUCCEEDED
+            expected = hub._final_record(run, final, error, duration)
+            plain = hub._final_plain(run, final, error, duration)
+            assert is_plain(plain) and not is_plain(expected)
+            got = from_plain(plain)
+            assert got.started_at == expected.started_at
+            assert got.scheduled_at == expected.scheduled_at
+            assert got.scheduled_at.utcoffset() == timedelta(0)
+            assert got._replace(finished_at=None) == expected._replace(finished_at=None), n
+            # The end: the start plus the duration, each rounded to the microsecond.
+            assert abs(got.finished_at - expected.finished_at) <= timedelta(microseconds=1)
+    finally:
+        hub.close()

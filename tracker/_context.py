@@ -46,17 +46,24 @@ _resolvers: list[Resolver] = []
 
 def add_resolver(resolver: Resolver) -> None:
     """Register a scheduler integration's resolver (idempotent)."""
+    global resolve
     if resolver not in _resolvers:
         _resolvers.append(resolver)
+        # One integration (the usual case): the wrapper calls its resolver directly.
+        resolve = _resolvers[0] if len(_resolvers) == 1 else _resolve_each
 
 
-def resolve(wrapper: Callable[..., object]) -> Dispatch | None:
+def _resolve_each(wrapper: Callable[..., object]) -> Dispatch | None:
     """Ask each registered integration which job and fire time ``wrapper`` runs for."""
     for resolver in _resolvers:
         dispatch = resolver(wrapper)
         if dispatch is not None:
             return dispatch
     return None
+
+
+resolve: Resolver = _resolve_each
+"""Which job and fire time ``wrapper`` runs for, by the registered integrations."""
 
 
 _carriers: dict[str, Callable[[], object]] = {}

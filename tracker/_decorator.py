@@ -75,26 +75,27 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
                 None,
             )
         else:
-            hub = dispatch.hub or _context.default_hub()
+            hub, job_id, job_name, scheduled_at, origin, more_tags, max_runtime, extras = dispatch
+            hub = hub or _context.default_hub()
             if hub is None or hub._closed:
                 return None
             tags = options.tags
-            if dispatch.tags:
-                tags = {**tags, **dispatch.tags}
-            max_runtime = dispatch.max_runtime
-            run = hub.begin(
-                dispatch.job_id,
-                dispatch.job_name,
-                dispatch.scheduled_at,
-                dispatch.origin,
-                tags,
-                options.max_runtime if max_runtime is None else max_runtime,
-                dispatch.extras,
-            )
+            if more_tags:
+                tags = {**tags, **more_tags}
+            if max_runtime is None:
+                max_runtime = options.max_runtime
+            if extras or hub._hooks:
+                run = hub.begin(job_id, job_name, scheduled_at, origin, tags, max_runtime, extras)
+            else:  # what hub.begin() does then, one call shorter (the job's own path)
+                run = Run(
+                    None, job_id, job_name, scheduled_at, hub.instance, origin, tags, max_runtime
+                )
+                run.hub = hub
+                hub._live[run] = run
         # set(), not a reset() token kept until the end: the token would outlive most runs
         # (queued with them), one more object per run for the garbage collector.
-        run.hub = hub
-        run.outer = outer
+        if outer is not None:
+            run.outer = outer
         _set_current(run)
         return run
     except Exception as exc:  # tracking must never stop the job

@@ -18,12 +18,13 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Protocol
 
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
+from ._plain import EXACT_SECONDS, PlainRecord
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -36,8 +37,38 @@ _BATCH = 5_000
 """Most finished runs turned into records before they are handed to the sinks."""
 _LOG_EVERY_S = 60.0
 _FIRED_KEPT = 10_000
+_SUCCEEDED = Status.SUCCEEDED
+_SCHEDULED = Origin.SCHEDULED
 _HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
 """Every hub of this process, for :func:`_after_fork_in_child`."""
+
+
+_UTC_KEYS = frozenset(
+    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu"}
+)
+_epochs: dict[object, datetime | None] = {}
+
+
+def _fixed_epoch(tz: tzinfo | None) -> datetime | None:
+    """1970-01-01 UTC in ``tz``, if ``tz`` is a fixed offset (``timezone``, a UTC ``ZoneInfo``,
+    pytz's UTC): then ``moment - epoch`` (same ``tzinfo``: no offset looked up) is its
+    timestamp, for a third of ``timestamp()``'s cost. ``None`` for zones with rules, or
+    unknown ones."""
+    try:
+        return _epochs[tz]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable
+        return None
+    name = getattr(tz, "key", None) or getattr(tz, "zone", None)  # ZoneInfo's, pytz's
+    fixed = isinstance(tz, timezone) or (isinstance(name, str) and name in _UTC_KEYS)
+    epoch = _EPOCH.astimezone(tz) if fixed else None
+    if len(_epochs) < 64:
+        _epochs[tz] = epoch
+    return epoch
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _after_fork_in_child() -> None:
@@ -131,6 +162,8 @@ class Hub:
         self.announce_after = interval if announce_after is None else announce_after
         self._workers: list[SinkWorker] = []
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
+        self._plain = False
+        """Whether every sink takes finished runs as plain records (``plain_records``)."""
         self._hooks: list[RunHook] = []
         self._lock = threading.Lock()
         self._draining = threading.Lock()
@@ -201,6 +234,7 @@ class Hub:
             on_drop=self.count_drop,
         )
         self._workers = [*self._workers, worker]
+        self._plain = all(getattr(w.sink, "plain_records", False) for w in self._workers)
         if getattr(sink, "handles_jobs", True):
             self._job_workers = [*self._job_workers, worker]
 
@@ -278,8 +312,9 @@ class Hub:
             key,
             started_at,
         )
+        run.hub = self
         if extras:
-            run.extras.update(extras)
+            run._extras = dict(extras)
         if hooks and self._hooks:
             self._enter_hooks(run)
         self._live[run] = run  # dict operations are atomic: no lock needed to add
@@ -313,7 +348,8 @@ class Hub:
         :meth:`finish` is the lean variant for the job's own path.
         """
         duration = _perf_counter() - run._t0
-        entered = run.extras.get("_hooks") if run.extras else None
+        extras = run._extras
+        entered = extras.get("_hooks") if extras else None
         if entered:  # before the run stops being live: finish() may follow at once
             run.extras["_release"] = entered
         with self._lock:  # after this, the announcer cannot publish it as running
@@ -332,12 +368,12 @@ class Hub:
         if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
             self._release_hooks(run)
             return
-        final = None
-        if run.extras and "_hooks" in run.extras:  # hooks want the status now
-            final = self._exit_hooks(run, None, error)
-        run.error = error
+        extras = run._extras
+        if extras and "_hooks" in extras:  # hooks want the status now
+            run.final = self._exit_hooks(run, None, error)
+        if error is not None:
+            run.error = error
         run.duration = duration
-        run.final = final
         self._finished.append(run)
         if self._closed:  # nobody will drain it: publish now (stopped sinks count it dropped)
             self._drain()
@@ -350,7 +386,8 @@ class Hub:
             run.tags = {**run.tags, "outcome": status_for(error).value}
         else:
             final = Status.SUCCEEDED if error is None else status_for(error)
-        entered = run.extras.pop("_hooks", None) if run.extras else None
+        extras = run._extras
+        entered = extras.pop("_hooks", None) if extras else None
         if entered:
             for hook, token in reversed(entered):  # type: ignore[call-overload]
                 try:
@@ -362,7 +399,8 @@ class Hub:
     def _release_hooks(self, run: Run) -> None:
         """On the job's own thread, after :meth:`close_run` ended its run from another one:
         let each hook undo what it did to the job's context (see :class:`RunHook`)."""
-        entered = run.extras.pop("_release", None) if run.extras else None
+        extras = run._extras
+        entered = extras.pop("_release", None) if extras else None
         for hook, token in reversed(entered or ()):  # type: ignore[call-overload]
             release = getattr(hook, "release", None)
             if release is not None:
@@ -425,7 +463,74 @@ class Hub:
             )
         )
 
+    def _final_plain(
+        self, run: Run, final: Status | None, error: BaseException | None, duration: float
+    ) -> PlainRecord:
+        """What :meth:`_final_record` makes, as a plain record (:mod:`tracker._plain`): the same
+        values to the microsecond, without a ``datetime`` or a record object.
+
+        Made for every run on the hub's thread, so the usual case is spelled out inline."""
+        if final is None:
+            if error is None and run.forced_status is None and not run._extras:
+                final = _SUCCEEDED
+            else:
+                final = self._exit_hooks(run, None, error)
+        if run.key is not None:
+            self._by_key.pop(run.key, None)
+        wall = run._wall0  # in microseconds as datetime.fromtimestamp rounds it (_plain)
+        whole = int(wall)
+        started_us = whole * 1_000_000 + round((wall - whole) * 1e6)
+        started = started_us / 1e6
+        scheduled_at = run._scheduled_at
+        if scheduled_at is None:
+            scheduled: float | datetime = started
+            lateness = 0.0
+        else:
+            origin = run.origin
+            if origin is _SCHEDULED:
+                self._note_fired(run.job_id, scheduled_at)
+            epoch = _fixed_epoch(scheduled_at.tzinfo)
+            if epoch is None:
+                seconds = scheduled_at.timestamp()
+            else:  # a fixed offset (UTC): the difference needs no time zone lookup
+                seconds = (scheduled_at - epoch).total_seconds()
+            lateness = (started_us - round(seconds * 1e6)) / 1e6
+            exact = -EXACT_SECONDS < seconds < EXACT_SECONDS
+            scheduled = seconds if exact else run.scheduled_at
+        etype = emessage = etb = None
+        if error is not None:
+            try:
+                etype, emessage, etb = describe(error)
+            except Exception as exc:  # describe() does not raise; whatever did must not spread
+                etype, emessage, etb = type(error).__name__, UNPRINTABLE, None
+                self.report_error("hub", exc)
+        trace_id = span_id = None
+        if run._span_ints is not None or run._trace_id is not None or run._span_id is not None:
+            trace_id, span_id = run.trace_id, run.span_id
+        tags = run.tags
+        return (
+            run._run_id or run.run_id,
+            run.job_id,
+            run.job_name,
+            final._value_,
+            scheduled,
+            started,
+            (started_us + round(duration * 1e6)) / 1e6,
+            duration,
+            lateness,
+            etype,
+            emessage,
+            etb,
+            run.instance,
+            run.origin._value_,
+            0,
+            trace_id,
+            span_id,
+            dict(tags) if tags else None,
+        )
+
     def _note_fired(self, job_id: str, scheduled: datetime) -> None:
+        """``scheduled`` (in any time zone) is a fire time whose run ended."""
         fired = self._fired
         previous = fired.get(job_id)
         if previous is None:
@@ -447,7 +552,7 @@ class Hub:
                 scheduled = run._scheduled_at
                 if scheduled is not None and (latest is None or scheduled > latest):
                     latest = scheduled
-        return latest
+        return None if latest is None else latest.astimezone(UTC)
 
     def record(self, execution: Execution) -> None:
         """Publish a record that has no run in progress behind it (``missed``, ``skipped``)."""
@@ -626,6 +731,7 @@ class Hub:
         for seconds while the hub's thread built 100,000 records)."""
         finished = self._finished
         popleft = finished.popleft
+        build = self._final_plain if self._plain else self._final_record
         remaining = len(finished)
         while remaining:
             size = min(remaining, _BATCH)
@@ -634,9 +740,11 @@ class Hub:
             for _ in range(size):
                 run = popleft()
                 # Taken off the run: run -> error -> traceback -> the job's frame -> run.
-                error, run.error = run.error, None
+                error = run.error
+                if error is not None:
+                    run.error = None
                 try:
-                    records.append(self._final_record(run, run.final, error, run.duration))
+                    records.append(build(run, run.final, error, run.duration))
                 except Exception as exc:  # one broken run must not stop the others
                     self.report_error("hub", exc)
             with self._lock:

@@ -55,7 +55,8 @@ def _calls(func: Any, wrapper: Callable[..., object]) -> bool:
 
 def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     """The job and fire time ``wrapper`` is being run for by APScheduler, if it is."""
-    frame = sys._getframe(2)  # skip tracker._context.resolve
+    # Above: the wrapper's _begin (and _context's loop over resolvers, if there are several).
+    frame = sys._getframe(2)
     for _ in range(_MAX_DEPTH):
         code = frame.f_code
         if code is _RUN_JOB or code is _RUN_COROUTINE_JOB:

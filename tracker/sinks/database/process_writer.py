@@ -139,6 +139,7 @@ class ProcessDatabaseSink(BaseSink):
 
     name = "database"
     handles_jobs = False
+    plain_records = True
 
     def __init__(
         self,
@@ -377,7 +378,12 @@ class ProcessDatabaseSink(BaseSink):
     # -- sink protocol -------------------------------------------------------------
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
-        rows = [to_plain(e) for e in events if isinstance(e, Execution)]
+        # Plain records as the hub made them (only a plain ``tuple``: every event is a tuple).
+        rows = [
+            to_plain(e) if isinstance(e, Execution) else e
+            for e in events
+            if type(e) is tuple or isinstance(e, Execution)
+        ]
         if not rows:
             return
         room = self.buffer_size - self._unacked_count

@@ -1,5 +1,5 @@
 """Converting between :class:`~tracker.Execution` records and table rows (and the plain
-tuples a writer process is sent)."""
+tuples a writer process is sent: :mod:`tracker._plain`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from ..._record import _EMPTY_TAGS, Execution, Origin, Status
+from ..._plain import from_plain, to_plain
+from ..._record import Execution, Origin, Status
 from ..storable import ID_LENGTH, storable_text
+
+__all__ = ["COLUMNS", "from_plain", "from_row", "storable", "to_plain", "to_row", "tuple_maker"]
 
 
 def to_row(e: Execution) -> dict[str, Any]:
@@ -206,50 +209,4 @@ def storable(e: Execution) -> Execution:
 
 
 _new_execution = Execution._make
-_AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
-    Execution._fields.index(f) for f in ("status", "origin", "tags")
-)
-
-
-_AT_TIMES = _AT_SCHEDULED, _AT_STARTED, _AT_FINISHED = tuple(
-    Execution._fields.index(f) for f in ("scheduled_at", "started_at", "finished_at")
-)
-_EXACT_SECONDS = 2.0**32
-"""Below this many seconds from 1970 (years 1834 to 2106), a time's ``timestamp()`` float
-comes back to the same microsecond: its precision is finer than half a microsecond."""
-
-
-def to_plain(e: Execution) -> tuple[Any, ...]:
-    """A record as a tuple of plain values to pickle: enums as text, tags as a dict, and aware
-    times as their ``timestamp()`` float where that comes back exactly (pickling a float costs
-    a fifth of a ``datetime``; ``bench/overhead.py``'s writer process spent 1.9 µs a record
-    pickling)."""
-    values = list(e)
-    values[_AT_STATUS] = e.status._value_
-    values[_AT_ORIGIN] = e.origin._value_
-    values[_AT_TAGS] = dict(e.tags) if e.tags else None
-    values[_AT_SCHEDULED] = _plain_time(e.scheduled_at)
-    values[_AT_STARTED] = _plain_time(e.started_at)
-    values[_AT_FINISHED] = _plain_time(e.finished_at)
-    return tuple(values)
-
-
-def _plain_time(moment: datetime | None) -> datetime | float | None:
-    if moment is None or moment.tzinfo is None:
-        return moment
-    seconds = moment.timestamp()
-    return seconds if -_EXACT_SECONDS < seconds < _EXACT_SECONDS else moment
-
-
-def from_plain(row: tuple[Any, ...]) -> Execution:
-    """The record :func:`to_plain` made ``row`` from (times as UTC datetimes)."""
-    values = list(row)
-    values[_AT_STATUS] = Status(values[_AT_STATUS])
-    values[_AT_ORIGIN] = Origin(values[_AT_ORIGIN])
-    tags = values[_AT_TAGS]
-    values[_AT_TAGS] = MappingProxyType(tags) if tags else _EMPTY_TAGS
-    for at in _AT_TIMES:
-        moment = values[at]
-        if isinstance(moment, float):
-            values[at] = datetime.fromtimestamp(moment, UTC)
-    return _new_execution(values)
+_AT_TAGS = Execution._fields.index("tags")
