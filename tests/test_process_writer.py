@@ -350,23 +350,25 @@ def test_a_killed_services_running_runs_become_interrupted(database_url, tmp_pat
             p.wait(10)
 
 
-def test_the_plain_records_the_hub_makes_are_its_records_to_the_microsecond() -> None:
-    """With only the writer process's sink, the hub sends finished runs as plain records,
-    made without the record: read back, each is the record the hub makes for the other sinks
-    (times, lateness, duration, error, tags, origin, span ids), for fire times in any zone,
-    direct runs, and times on both sides of the float range."""
+def test_the_run_rows_the_hub_sends_make_its_records_to_the_microsecond() -> None:
+    """With only the writer process's sink, the hub sends finished runs as run rows, not
+    records: the record made from each (in the writer process) is the one the hub makes for
+    other sinks — times, lateness, duration, error, tags, origin, span ids — for fire times in
+    any zone, direct runs, and times on both sides of the float range. A run whose id was never
+    asked for gets one from its place in the batch: the same when made again, unique."""
     import random
+    import uuid
     from datetime import UTC, datetime, timedelta, timezone
     from zoneinfo import ZoneInfo
 
     from tracker import Origin
     from tracker._hub import Hub
-    from tracker._plain import from_plain, is_plain
+    from tracker._plain import from_sent, is_plain
     from tracker._run import Run
 
-    class Plain:
-        name = "plain"
-        plain_records = True
+    class Rows:
+        name = "rows"
+        run_rows = True
         handles_jobs = False
 
         def handle(self, events) -> None: ...
@@ -378,9 +380,10 @@ def test_the_plain_records_the_hub_makes_are_its_records_to_the_microsecond() ->
 
     rng = random.Random(11)
     zones = [UTC, ZoneInfo("Europe/Paris"), timezone(timedelta(hours=-3, minutes=-30))]
-    hub = Hub([Plain()])
+    hub = Hub([Rows()])
+    made_ids = set()
     try:
-        assert hub._plain
+        assert hub._run_rows
         for n in range(5_000):
             wall = rng.uniform(0, 4.2e9) if n % 10 else rng.choice([1e9 + 5e-7, 1.7e9 + 1 - 5e-7])
             origin = Origin.DIRECT if n % 7 == 0 else rng.choice([Origin.SCHEDULED, Origin.MANUAL])
@@ -405,15 +408,18 @@ def test_the_plain_records_the_hub_makes_are_its_records_to_the_microsecond() ->
             error = ValueError(f"bad {n}") if n % 4 == 0 else None
             duration = rng.choice([0.0, 1e-7, 0.0000015, rng.uniform(0, 100)])
             final = Status.FAILED if error else Status.SUCCEEDED
-            expected = hub._final_record(run, final, error, duration)
-            plain = hub._final_plain(run, final, error, duration)
-            assert is_plain(plain) and not is_plain(expected)
-            got = from_plain(plain)
+            row = hub._final_run_row(run, final, error, duration)
+            assert is_plain(row) and row[0] is None  # nobody asked for its id
+            got = from_sent(row, 12345, n // 100, n % 100)
+            assert from_sent(row, 12345, n // 100, n % 100).run_id == got.run_id
+            assert uuid.UUID(got.run_id).version == 7
+            made_ids.add(got.run_id)
+            expected = hub._final_record(run, final, error, duration)  # (gives the run an id)
             assert got.started_at == expected.started_at
             assert got.scheduled_at == expected.scheduled_at
             assert got.scheduled_at.utcoffset() == timedelta(0)
-            assert got._replace(finished_at=None) == expected._replace(finished_at=None), n
-            # The end: the start plus the duration, each rounded to the microsecond.
-            assert abs(got.finished_at - expected.finished_at) <= timedelta(microseconds=1)
+            assert got._replace(run_id=expected.run_id) == expected, n
+            assert from_sent(hub._final_run_row(run, final, error, duration), 1, 1, 1) == expected
     finally:
         hub.close()
+    assert len(made_ids) == 5_000

@@ -24,7 +24,7 @@ from typing import Protocol
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
-from ._plain import EXACT_SECONDS, PlainRecord
+from ._plain import EXACT_SECONDS, RunRow
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -162,8 +162,8 @@ class Hub:
         self.announce_after = interval if announce_after is None else announce_after
         self._workers: list[SinkWorker] = []
         self._job_workers: list[SinkWorker] = []  # sinks that want JobState changes
-        self._plain = False
-        """Whether every sink takes finished runs as plain records (``plain_records``)."""
+        self._run_rows = False
+        """Whether every sink takes finished runs as run rows (``run_rows``)."""
         self._hooks: list[RunHook] = []
         self._lock = threading.Lock()
         self._draining = threading.Lock()
@@ -234,7 +234,7 @@ class Hub:
             on_drop=self.count_drop,
         )
         self._workers = [*self._workers, worker]
-        self._plain = all(getattr(w.sink, "plain_records", False) for w in self._workers)
+        self._run_rows = all(getattr(w.sink, "run_rows", False) for w in self._workers)
         if getattr(sink, "handles_jobs", True):
             self._job_workers = [*self._job_workers, worker]
 
@@ -463,13 +463,12 @@ class Hub:
             )
         )
 
-    def _final_plain(
+    def _final_run_row(
         self, run: Run, final: Status | None, error: BaseException | None, duration: float
-    ) -> PlainRecord:
-        """What :meth:`_final_record` makes, as a plain record (:mod:`tracker._plain`): the same
-        values to the microsecond, without a ``datetime`` or a record object.
-
-        Made for every run on the hub's thread, so the usual case is spelled out inline."""
+    ) -> RunRow:
+        """What the run's record is made from (:mod:`tracker._plain`), for sinks that take run
+        rows: no ``datetime``, no id, no record here. Made for every run on the hub's thread,
+        so the usual case is spelled out inline."""
         if final is None:
             if error is None and run.forced_status is None and not run._extras:
                 final = _SUCCEEDED
@@ -477,26 +476,17 @@ class Hub:
                 final = self._exit_hooks(run, None, error)
         if run.key is not None:
             self._by_key.pop(run.key, None)
-        wall = run._wall0  # in microseconds as datetime.fromtimestamp rounds it (_plain)
-        whole = int(wall)
-        started_us = whole * 1_000_000 + round((wall - whole) * 1e6)
-        started = started_us / 1e6
         scheduled_at = run._scheduled_at
-        if scheduled_at is None:
-            scheduled: float | datetime = started
-            lateness = 0.0
-        else:
-            origin = run.origin
-            if origin is _SCHEDULED:
+        scheduled: float | datetime | None = None
+        if scheduled_at is not None:
+            if run.origin is _SCHEDULED:
                 self._note_fired(run.job_id, scheduled_at)
             epoch = _fixed_epoch(scheduled_at.tzinfo)
             if epoch is None:
                 seconds = scheduled_at.timestamp()
             else:  # a fixed offset (UTC): the difference needs no time zone lookup
                 seconds = (scheduled_at - epoch).total_seconds()
-            lateness = (started_us - round(seconds * 1e6)) / 1e6
-            exact = -EXACT_SECONDS < seconds < EXACT_SECONDS
-            scheduled = seconds if exact else run.scheduled_at
+            scheduled = seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else scheduled_at
         etype = emessage = etb = None
         if error is not None:
             try:
@@ -509,21 +499,18 @@ class Hub:
             trace_id, span_id = run.trace_id, run.span_id
         tags = run.tags
         return (
-            run._run_id or run.run_id,
+            run._run_id,
             run.job_id,
             run.job_name,
             final._value_,
             scheduled,
-            started,
-            (started_us + round(duration * 1e6)) / 1e6,
+            run._wall0,
             duration,
-            lateness,
             etype,
             emessage,
             etb,
             run.instance,
             run.origin._value_,
-            0,
             trace_id,
             span_id,
             dict(tags) if tags else None,
@@ -731,7 +718,7 @@ class Hub:
         for seconds while the hub's thread built 100,000 records)."""
         finished = self._finished
         popleft = finished.popleft
-        build = self._final_plain if self._plain else self._final_record
+        build = self._final_run_row if self._run_rows else self._final_record
         remaining = len(finished)
         while remaining:
             size = min(remaining, _BATCH)

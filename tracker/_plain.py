@@ -1,25 +1,29 @@
-"""Records as plain tuples: the cheap form of an :class:`~tracker.Execution` for sinks that
-only pass records on (the database writer process pickles them to its child).
+"""Records as plain tuples, for sinks that only pass records on (the database writer process
+pickles them to its child, which makes the records).
 
-A plain record has the fields of :class:`~tracker.Execution`, in the same order, with:
+A **plain record** (:func:`to_plain`) has the fields of :class:`~tracker.Execution`, in the same
+order, with ``status`` and ``origin`` as their text values, ``tags`` as a ``dict`` (``None``
+when there are none), and each time as its Unix ``timestamp()`` float where that comes back to
+the same microsecond (years 1834 to 2106), else as an aware ``datetime``.
 
-* ``status`` and ``origin`` as their text values;
-* ``tags`` as a ``dict``, or ``None`` when there are none;
-* each time as its Unix ``timestamp()`` float where that comes back to the same
-  microsecond (years 1834 to 2106), else as an aware ``datetime``.
+A **run row** (:data:`RunRow`) is what the hub knows of a finished run, before any of it is
+worked out: its id if it has one, the fire time as seconds, the start as the clock read it, the
+duration. The record (times to the microsecond, lateness, the end, the id) is made from it by
+:func:`from_run_row`, in the writer process. The hub sends run rows, not records, to sinks that
+declare ``run_rows = True``, and only while every sink does: the run's thread and the hub's
+then make no ``datetime``, no id and no record (``bench/overhead.py``).
 
-Its type is exactly ``tuple`` (an ``Execution`` is a ``tuple`` subclass): sinks tell the two
-apart with :func:`is_plain`. The hub makes them straight from finished runs, without the three
-``datetime`` objects and the record a run would otherwise cost on its thread, for sinks that
-declare ``plain_records = True`` — and only while every sink does.
+Both are exactly ``tuple`` (every event the hub sends is a ``tuple`` subclass):
+:func:`is_plain` tells them from the rest; their lengths tell them apart.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from ._ids import derived_run_id
 from ._record import _EMPTY_TAGS, Execution, Origin, Status
 
 PlainRecord = tuple[Any, ...]
@@ -30,14 +34,103 @@ _AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
     Execution._fields.index(f) for f in ("status", "origin", "tags")
 )
 _AT_TIMES = tuple(Execution._fields.index(f) for f in ("scheduled_at", "started_at", "finished_at"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXACT_SECONDS = 2.0**32
 """Below this many seconds from 1970 (years 1834 to 2106), a time's ``timestamp()`` float
 comes back to the same microsecond: its precision is finer than half a microsecond."""
 
 
+RunRow = tuple[Any, ...]
+"""A finished run as the hub knows it: ``(run_id or None, job_id, job_name, status, scheduled,
+wall, duration, error_type, error_message, traceback, instance, origin, trace_id, span_id,
+tags)``. ``status`` and ``origin`` as text; ``scheduled`` the fire time as seconds since 1970
+where that is exact (else an aware ``datetime``; ``None`` for a direct call: its start);
+``wall`` the start as ``time.time()`` read it; ``duration`` in seconds; ``tags`` a ``dict`` or
+``None``."""
+
+RUN_ROW_LENGTH = 15
+PLAIN_LENGTH = len(Execution._fields)
+
+
 def is_plain(event: object) -> bool:
-    """Whether ``event`` is a :data:`PlainRecord` (not an ``Execution`` or another event)."""
+    """Whether ``event`` is a plain record or a run row (not an ``Execution`` or another event:
+    they are ``tuple`` subclasses)."""
     return type(event) is tuple
+
+
+def from_run_row(row: RunRow, salt: int, batch: int, index: int) -> Execution:
+    """The record of the run ``row`` describes, made as the hub makes it (the start to the
+    microsecond as ``datetime.fromtimestamp`` rounds it, the end as the start plus the
+    duration, each rounded to the microsecond). A row without an id gets
+    :func:`~tracker._ids.derived_run_id` of its place (``batch``, ``index``) in what the writer
+    with ``salt`` was sent: the same id whenever it is made again."""
+    (
+        run_id,
+        job_id,
+        job_name,
+        status,
+        scheduled,
+        wall,
+        duration,
+        error_type,
+        error_message,
+        traceback,
+        instance,
+        origin,
+        trace_id,
+        span_id,
+        tags,
+    ) = row
+    started_us = _microseconds(wall)
+    started = _EPOCH + timedelta(microseconds=started_us)
+    if run_id is None:
+        run_id = derived_run_id(started_us // 1000, salt, batch, index)
+    if scheduled is None:
+        scheduled_at = started
+        lateness = 0.0
+    elif isinstance(scheduled, float):
+        scheduled_us = _microseconds(scheduled)
+        scheduled_at = _EPOCH + timedelta(microseconds=scheduled_us)
+        lateness = (started_us - scheduled_us) / 1e6
+    else:
+        scheduled_at = scheduled.astimezone(UTC)
+        lateness = (started - scheduled_at).total_seconds()
+    return _new_execution(
+        (
+            run_id,
+            job_id,
+            job_name,
+            Status(status),
+            scheduled_at,
+            started,
+            started + timedelta(seconds=duration),
+            duration,
+            lateness,
+            error_type,
+            error_message,
+            traceback,
+            instance,
+            Origin(origin),
+            0,
+            trace_id,
+            span_id,
+            MappingProxyType(tags) if tags else _EMPTY_TAGS,
+        )
+    )
+
+
+def _microseconds(seconds: float) -> int:
+    """``seconds`` since 1970 in whole microseconds, rounded as ``datetime.fromtimestamp``
+    rounds them (half to even, on the exact fraction): the same instant either way."""
+    whole = int(seconds)
+    return whole * 1_000_000 + round((seconds - whole) * 1e6)
+
+
+def from_sent(row: tuple[Any, ...], salt: int, batch: int, index: int) -> Execution:
+    """The record a plain record or a run row stands for (see :func:`from_run_row`)."""
+    if len(row) == RUN_ROW_LENGTH:
+        return from_run_row(row, salt, batch, index)
+    return from_plain(row)
 
 
 def to_plain(e: Execution) -> PlainRecord:

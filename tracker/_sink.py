@@ -14,9 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 from ._record import Execution, JobState, JobVanished, RunTimedOut
 
 TrackerEvent = Execution | JobState | RunTimedOut | JobVanished | tuple[Any, ...]
-"""What flows from the hub to the sinks. A plain ``tuple`` is a finished run as a plain record
-(:mod:`tracker._plain`), sent only to sinks that declare ``plain_records = True``, and only
-while every sink does."""
+"""What flows from the hub to the sinks. A plain ``tuple`` is a finished run as a run row
+(:mod:`tracker._plain`), sent only to sinks that declare ``run_rows = True``, and only while
+every sink does."""
 
 
 @runtime_checkable
@@ -43,15 +43,15 @@ class BaseSink:
     """A sink that does nothing; override what you need.
 
     Set ``handles_jobs = False`` on a sink that ignores :class:`~tracker.JobState`
-    changes: the hub then doesn't queue them for it. Set ``plain_records = True`` on a sink
-    that takes finished runs as plain records (:mod:`tracker._plain`) as well as
+    changes: the hub then doesn't queue them for it. Set ``run_rows = True`` on a sink that
+    takes finished runs as run rows (:mod:`tracker._plain`) as well as
     :class:`~tracker.Execution` records: while every sink does, the hub sends them so (the
     database writer process's sink, which only pickles them on).
     """
 
     name = "sink"
     handles_jobs = True
-    plain_records = False
+    run_rows = False
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
         return None

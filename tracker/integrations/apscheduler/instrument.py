@@ -342,11 +342,15 @@ class SchedulerInstrumentation:
         self.scan()
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
-        known = self._known(event.job_id)
+        # On the scheduler's thread for every run: the usual case (a known job recorded from
+        # inside its runs, fired on time) takes as few calls as it can.
+        known = self.registry.get(event.job_id) or self._known(event.job_id)
         run_times = event.scheduled_run_times
-        if known is not None and known.expected_next is not None and run_times:
-            self._count_coalesced(known, run_times[0])
-        if not self._records_in_run(known):
+        if known is not None and run_times:
+            expected = known.expected_next
+            if expected is not None and expected < run_times[0]:
+                self._count_coalesced(known, run_times[0])
+        if known is None or (known.in_run is not True and not self._records_in_run(known)):
             job_id, origin = self._identity(event.job_id)
             for run_time in run_times:
                 self.hub.event_started(
@@ -357,7 +361,8 @@ class SchedulerInstrumentation:
                     scheduled_at=run_time.astimezone(UTC),
                     tags=known.tags if known else None,
                 )
-        self._advance(known, run_times)
+        if known is not None and self.registry.jobs.get(known.job_id) is known:
+            self._advance(known, run_times)
 
     def _identity(self, job_id: str) -> tuple[str, Origin]:
         original = self.manual_origin(job_id)

@@ -6,7 +6,8 @@ answers on its standard output, which nothing else may write to (``print`` goes 
 standard error here):
 
 * ``("config", {...})`` first: where and how to write;
-* ``("records", seq, [row, ...])``: records as plain tuples (see :func:`.rows.to_plain`);
+* ``("records", seq, [row, ...])``: records as plain tuples, or runs as run rows (see
+  :mod:`tracker._plain`; a run row's id, when it has none, comes from ``seq`` and its place);
 * ``("flush", token, timeout)`` and ``("close", token, timeout)``.
 
 It answers ``("status", token, ok, acked, stats, dropped)``: at start (token ``"ready"``),
@@ -27,9 +28,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ..._plain import from_sent
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
-from .rows import from_plain
 from .writer import DatabaseSink, close_interrupted
 
 logger = logging.getLogger("tracker.database")
@@ -45,6 +46,7 @@ class _Writer:
         self.fd_in = fd_in
         self.fd_out = fd_out
         self.interval = float(config["interval"])
+        self.salt = int(config["salt"])
         self.received = 0  # highest seq received
         self.acked = 0
         self.dropped = 0
@@ -143,7 +145,8 @@ class _Writer:
         """Act on one message (and the records queued behind it); ``True`` to stop."""
         kind = message[0]
         if kind == "records":
-            records = [from_plain(row) for row in message[2]]
+            salt = self.salt
+            records = [from_sent(row, salt, message[1], i) for i, row in enumerate(message[2])]
             self.received = message[1]
             while len(records) < _BATCH and select.select([self.fd_in], [], [], 0)[0]:
                 try:
@@ -153,7 +156,8 @@ class _Writer:
                 if following[0] != "records":
                     self.sink.handle(records)
                     return self.dispatch(following)
-                records.extend(from_plain(row) for row in following[2])
+                batch = following[1]
+                records.extend(from_sent(row, salt, batch, i) for i, row in enumerate(following[2]))
                 self.received = following[1]
             self.sink.handle(records)
             self.report()

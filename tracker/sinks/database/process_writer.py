@@ -33,12 +33,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..._exceptions import ConfigurationError
+from ..._ids import new_salt
+from ..._plain import from_sent
 from ..._record import Execution
 from ..._sink import BaseSink, TrackerEvent
 from . import spill
 from .engine import normalise_url, redact
 from .frames import encode, read_frame, write_all
-from .rows import from_plain, to_plain
+from .rows import to_plain
 
 logger = logging.getLogger("tracker.database")
 
@@ -48,6 +50,8 @@ _BOOTSTRAP = (
     "from tracker.sinks.database.child import main; main()"
 )
 _RESTART_EVERY_S = 1.0
+_MOST_PER_BATCH = 8192
+"""Rows in one batch at most: a run row's id may come from its place in it (13 bits)."""
 _RESTART_MAX_S = 60.0
 
 
@@ -139,7 +143,7 @@ class ProcessDatabaseSink(BaseSink):
 
     name = "database"
     handles_jobs = False
-    plain_records = True
+    run_rows = True
 
     def __init__(
         self,
@@ -179,6 +183,7 @@ class ProcessDatabaseSink(BaseSink):
             "spill_dir": self.spill_dir,
             "interval": interval,
             "pid": os.getpid(),
+            "salt": new_salt(),  # the ids of run rows sent without one: see from_sent()
             "log_level": logging.getLogger("tracker").getEffectiveLevel(),
         }
         self._on_drop = on_drop
@@ -378,7 +383,7 @@ class ProcessDatabaseSink(BaseSink):
     # -- sink protocol -------------------------------------------------------------
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
-        # Plain records as the hub made them (only a plain ``tuple``: every event is a tuple).
+        # Run rows as the hub made them (only a plain ``tuple``: every event is a tuple).
         rows = [
             to_plain(e) if isinstance(e, Execution) else e
             for e in events
@@ -396,6 +401,10 @@ class ProcessDatabaseSink(BaseSink):
                 logger.error("tracker database buffer full: dropped %d records", dropped)
             if not rows:
                 return
+        for start in range(0, len(rows), _MOST_PER_BATCH):
+            self._send_batch(rows[start : start + _MOST_PER_BATCH])
+
+    def _send_batch(self, rows: list[tuple[Any, ...]]) -> None:
         with self._cond:
             self._seq += 1
             seq = self._seq
@@ -444,7 +453,12 @@ class ProcessDatabaseSink(BaseSink):
 
         Each call writes the whole list again (the spill file is one per instance, replaced
         atomically), so a batch that comes after the first spill is added, not lost."""
-        records = [from_plain(row) for _, rows in self._unacked for row in rows]
+        salt = self._config["salt"]
+        records = [
+            from_sent(row, salt, seq, index)
+            for seq, rows in self._unacked
+            for index, row in enumerate(rows)
+        ]
         try:
             # A file of its own: the writer process may have spilled to the instance's.
             name = f"{self.instance}+service"
