@@ -126,14 +126,10 @@ def _within(run: Run | None, dispatch: _context.Dispatch | None, name: str) -> b
 
 
 def _end(run: Run, error: BaseException | None) -> None:
-    """Close the run opened by :func:`_begin`; never raises."""
-    hub = run.hub
-    assert hub is not None
+    """Close the run opened by :func:`_begin`; never raises. (The wrappers spell it out where
+    the job returned: one call fewer on every run's path.)"""
     _set_current(run.outer)
-    try:
-        hub.finish(run, error)
-    except Exception as exc:
-        hub.report_error("hub", exc)
+    run.hub.finish(run, error)  # type: ignore[union-attr]  # (_begin set it)
 
 
 def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
@@ -152,7 +148,8 @@ def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
             except BaseException as exc:
                 _end(run, exc)
                 raise
-            _end(run, None)
+            _set_current(run.outer)
+            run.hub.finish(run)  # type: ignore[union-attr]
             return result
 
         setattr(async_wrapper, OPTIONS_ATTR, options)
@@ -168,7 +165,8 @@ def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
         except BaseException as exc:
             _end(run, exc)
             raise
-        _end(run, None)
+        _set_current(run.outer)
+        run.hub.finish(run)  # type: ignore[union-attr]
         return result
 
     setattr(wrapper, OPTIONS_ATTR, options)

@@ -363,20 +363,24 @@ class Hub:
     def finish(self, run: Run, error: BaseException | None = None) -> None:
         """The run ended (on the job's own thread): exit its hooks, queue it for the hub's
         thread, which builds and publishes its record. Does nothing if it was closed already.
+        Never raises.
         """
         duration = _perf_counter() - run._t0
-        if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
-            self._release_hooks(run)
-            return
-        extras = run._extras
-        if extras and "_hooks" in extras:  # hooks want the status now
-            run.final = self._exit_hooks(run, None, error)
-        if error is not None:
-            run.error = error
-        run.duration = duration
-        self._finished.append(run)
-        if self._closed:  # nobody will drain it: publish now (stopped sinks count it dropped)
-            self._drain()
+        try:
+            if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
+                self._release_hooks(run)
+                return
+            extras = run._extras
+            if extras and "_hooks" in extras:  # hooks want the status now
+                run.final = self._exit_hooks(run, None, error)
+            if error is not None:
+                run.error = error
+            run.duration = duration
+            self._finished.append(run)
+            if self._closed:  # nobody will drain it: publish now (stopped sinks count it dropped)
+                self._drain()
+        except Exception as exc:  # never raised to the job
+            self.report_error("hub", exc)
 
     def _exit_hooks(self, run: Run, status: Status | None, error: BaseException | None) -> Status:
         if status is not None:
