@@ -355,3 +355,95 @@ def test_what_a_hung_sink_never_took_is_counted_dropped_at_close(caplog) -> None
         assert "did not return within its close timeout; 5 queued records dropped" in caplog.text
     finally:
         sink.release.set()
+
+
+class Rows(Collect):
+    """Takes finished runs as run rows (as the writer process's sink does)."""
+
+    name = "rows"
+    run_rows = True
+
+
+def test_a_sink_added_while_the_hub_builds_run_rows_gets_records() -> None:
+    """A sink added (another thread) while the hub's thread is turning finished runs into run
+    rows for a sink that takes them gets records, never run rows it cannot read: it used to
+    get the rows built for the other sink."""
+    rows = Rows()
+    hub = Hub([rows], interval=3600)
+    late = Collect()
+    adding: list[threading.Thread] = []
+    build = hub._final_run_row
+
+    def build_while_a_sink_is_added(*args):
+        if not adding:
+            adding.append(threading.Thread(target=hub.add_sink, args=(late,)))
+            adding[0].start()
+            adding[0].join(0.3)  # (it waits for the drain: the sinks it drains for are set)
+        return build(*args)
+
+    hub._final_run_row = build_while_a_sink_is_added  # type: ignore[method-assign]
+    try:
+        hub.finish(hub.begin("j", "j", NOW, Origin.SCHEDULED, None, None, None))
+        assert hub.flush(10)
+        adding[0].join(5)
+        hub.finish(hub.begin("k", "k", NOW, Origin.SCHEDULED, None, None, None))
+        assert hub.flush(10)
+    finally:
+        hub.close()
+    assert [type(e) for e in late.events] == [Execution]
+    assert late.records()[0].job_id == "k"
+    assert [type(e) for e in rows.events] == [tuple, Execution]  # rows until it was not alone
+
+
+def test_the_latest_fire_time_in_a_repeated_hour() -> None:
+    """Fire times in the hour a time zone repeats (end of daylight saving time): the later
+    instant is the latest, though its wall time is earlier (01:00 EST after 01:45 EDT). The
+    watchdog asks this before calling a fire time missed."""
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 45, tzinfo=ny)  # EDT, 05:45 UTC
+    second = datetime(2026, 11, 1, 1, 0, fold=1, tzinfo=ny)  # EST, 06:00 UTC
+    for sink in (Rows(), Collect()):
+        hub = Hub([sink], interval=3600)
+        try:
+            for fire_time in (first, second):
+                hub.finish(hub.begin("j", "j", fire_time, Origin.SCHEDULED, None, None, None))
+            assert hub.flush(10)
+            assert hub.latest_fire_time("j") == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+        finally:
+            hub.close()
+
+
+def test_a_timed_out_run_s_row_has_the_id_the_watchdog_named() -> None:
+    """With run rows, a run's id is made by the writer process unless it was asked for: a run
+    the watchdog timed out (and named in its notice and log line) keeps that id in its row.
+    A run that ended since the watchdog listed the live runs is not timed out."""
+    from tracker import RunTimedOut
+    from tracker._plain import from_sent
+    from tracker.watchdog import Watchdog
+
+    rows = Rows()
+    hub = Hub([rows], interval=3600)
+    watchdog = Watchdog(hub)
+    try:
+        slow = hub.begin("slow", "slow", NOW, Origin.SCHEDULED, None, 0.01, None)
+        ended = hub.begin("ended", "ended", NOW, Origin.SCHEDULED, None, 0.01, None)
+        listed = hub.live_runs()
+        hub.finish(ended)
+        hub.live_runs = lambda: listed  # type: ignore[method-assign]  # taken before it ended
+        time.sleep(0.05)
+        watchdog.check_runs()
+        hub.finish(slow)
+        assert hub.flush(10)
+    finally:
+        hub.close()
+    notices = [e for e in rows.events if isinstance(e, RunTimedOut)]
+    assert [n.run.job_id for n in notices] == ["slow"]
+    records = {
+        r.job_id: r
+        for r in (from_sent(e, 1, 1, i) for i, e in enumerate(rows.events) if type(e) is tuple)
+    }
+    assert records["slow"].status is Status.TIMED_OUT
+    assert records["slow"].run_id == notices[0].run.run_id
+    assert records["ended"].status is Status.SUCCEEDED

@@ -173,7 +173,8 @@ class Hub:
         self._finished: deque[Run] = deque()  # ended runs, how in run.error/duration/final
         self._by_key: dict[Hashable, Run] = {}
         self._tombstones: OrderedDict[Hashable, None] = OrderedDict()
-        self._fired: dict[str, datetime] = {}  # job id -> latest fire time of a run that ended
+        # job id -> latest fire time (seconds since 1970) of a scheduled run that ended
+        self._fired: dict[str, float] = {}
         self._dropped: dict[str, int] = {}
         self._errors: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
@@ -233,8 +234,9 @@ class Hub:
             on_error=self.report_error,
             on_drop=self.count_drop,
         )
-        self._workers = [*self._workers, worker]
-        self._run_rows = all(getattr(w.sink, "run_rows", False) for w in self._workers)
+        with self._draining:  # not while a drain builds rows for the sinks there were
+            self._workers = [*self._workers, worker]
+            self._run_rows = all(getattr(w.sink, "run_rows", False) for w in self._workers)
         if getattr(sink, "handles_jobs", True):
             self._job_workers = [*self._job_workers, worker]
 
@@ -429,7 +431,7 @@ class Hub:
         started = run.started_at
         scheduled = run.scheduled_at
         if run.origin is Origin.SCHEDULED:
-            self._note_fired(run.job_id, scheduled)
+            self._note_fired(run.job_id, scheduled.timestamp())
         etype = emessage = etb = None
         if error_details is not None:
             etype, emessage, etb = error_details
@@ -483,13 +485,13 @@ class Hub:
         scheduled_at = run._scheduled_at
         scheduled: float | datetime | None = None
         if scheduled_at is not None:
-            if run.origin is _SCHEDULED:
-                self._note_fired(run.job_id, scheduled_at)
             epoch = _fixed_epoch(scheduled_at.tzinfo)
             if epoch is None:
                 seconds = scheduled_at.timestamp()
             else:  # a fixed offset (UTC): the difference needs no time zone lookup
                 seconds = (scheduled_at - epoch).total_seconds()
+            if run.origin is _SCHEDULED:
+                self._note_fired(run.job_id, seconds)
             scheduled = seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else scheduled_at
         etype = emessage = etb = None
         if error is not None:
@@ -503,7 +505,8 @@ class Hub:
             trace_id, span_id = run.trace_id, run.span_id
         tags = run.tags
         return (
-            run._run_id,
+            # The watchdog names a run it timed out by its id: made now if it is not yet.
+            run._run_id if run.forced_status is None else run.run_id,
             run.job_id,
             run.job_name,
             final._value_,
@@ -520,8 +523,9 @@ class Hub:
             dict(tags) if tags else None,
         )
 
-    def _note_fired(self, job_id: str, scheduled: datetime) -> None:
-        """``scheduled`` (in any time zone) is a fire time whose run ended."""
+    def _note_fired(self, job_id: str, scheduled: float) -> None:
+        """``scheduled`` (seconds since 1970: instants compare right in any zone, a repeated
+        hour's too) is a fire time whose run ended."""
         fired = self._fired
         previous = fired.get(job_id)
         if previous is None:
@@ -537,7 +541,8 @@ class Hub:
 
         The watchdog asks before it calls a fire time missed: a scheduler blocked in a job
         store may have started the run and not yet announced its submission."""
-        latest = self._fired.get(job_id)
+        seconds = self._fired.get(job_id)
+        latest = None if seconds is None else datetime.fromtimestamp(seconds, UTC)
         for run in list(self._live):
             if run.job_id == job_id and run.origin is Origin.SCHEDULED:
                 scheduled = run._scheduled_at
@@ -567,6 +572,10 @@ class Hub:
     def live_runs(self) -> list[Run]:
         """Runs in progress right now, oldest first."""
         return list(self._live)
+
+    def is_live(self, run: Run) -> bool:
+        """Whether ``run`` is still in progress (it has not ended, nor been closed)."""
+        return run in self._live
 
     # -- runs known only from scheduler events (any order) -------------------------
 

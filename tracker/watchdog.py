@@ -219,7 +219,8 @@ class Watchdog:
             if left > 0:
                 wait = min(wait, left)
                 continue
-            self._deadline(run, limit)
+            if self.hub.is_live(run):  # (not one that ended since the list was taken)
+                self._deadline(run, limit)
         return max(wait, 0.01)
 
     def _deadline(self, run: Run, limit: float) -> None:
