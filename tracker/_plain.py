@@ -49,7 +49,6 @@ where that is exact (else an aware ``datetime``; ``None`` for a direct call: its
 ``None``."""
 
 RUN_ROW_LENGTH = 15
-PLAIN_LENGTH = len(Execution._fields)
 
 
 def is_plain(event: object) -> bool:

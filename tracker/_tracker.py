@@ -158,10 +158,13 @@ class Tracker:
             self.hub.add_sink(self.metrics)
         for sink in sinks:
             self.hub.add_sink(sink)
+        self._seeding: threading.Thread | None = None
         if self.metrics is not None:
             self.metrics.bind(self.hub)
             # From the history, on a thread: a restart must not reset consecutive failures.
-            seed_from_history(self.metrics, self.engine, on_error=self.hub.report_error)
+            self._seeding = seed_from_history(
+                self.metrics, self.engine, on_error=self.hub.report_error
+            )
         # Traces first: the log and Sentry hooks read the span's ids from the run.
         if tracing or tracer_provider is not None:
             _signal("tracing", "tracing").enable_tracing(self.hub, tracer_provider)
@@ -271,6 +274,8 @@ class Tracker:
         if self.watchdog is not None:
             self.watchdog.stop()
         self.hub.close(timeout)
+        if self._seeding is not None:  # its connection goes back before the pool is let go
+            self._seeding.join(min(timeout, 2.0))
         self.engine.dispose()  # the readers' connections (a writer process has its own)
 
     def __enter__(self) -> Tracker:
