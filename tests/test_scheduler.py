@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -487,6 +488,45 @@ def test_a_job_replaced_by_a_decorated_one_mid_run_closes_that_run(tracker) -> N
         (row,) = support.wait_for(lambda: finished(tracker, job_id="swapped"))
     finally:
         release.set()
+        scheduler.shutdown(wait=True)
+    assert row.status is Status.SUCCEEDED
+    assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]
+
+
+_RELEASE_DECORATED = threading.Event()
+_DECORATED_STARTED = threading.Event()
+
+
+@tracked_job
+def _slow_decorated() -> None:
+    _DECORATED_STARTED.set()
+    _RELEASE_DECORATED.wait(5)
+
+
+def test_a_decorated_job_replaced_by_a_plain_one_mid_run_is_recorded_once(tracker) -> None:
+    """The other way round: a decorated job swapped for an undecorated one while a run of it
+    is going. That run is recorded once, from inside (it used to get a second row, from the
+    scheduler's EXECUTED event, which the job now in its place is recorded from)."""
+    _RELEASE_DECORATED.clear()
+    _DECORATED_STARTED.clear()
+    scheduler = background()
+    tracker.instrument(scheduler)
+    executed = threading.Event()  # (listeners are called in order: the tracker's went first)
+    scheduler.add_listener(lambda event: executed.set(), EVENT_JOB_EXECUTED)
+    scheduler.add_job(_slow_decorated, "date", run_date=datetime.now(UTC), id="swapped")
+    scheduler.start()
+    try:
+        assert _DECORATED_STARTED.wait(5)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        scheduler.add_job(
+            support.plain_job, "date", run_date=later, id="swapped", replace_existing=True
+        )
+        _RELEASE_DECORATED.set()
+        assert executed.wait(5)
+        assert tracker.flush(5)
+        (row,) = finished(tracker, job_id="swapped")
+    finally:
+        _RELEASE_DECORATED.set()
         scheduler.shutdown(wait=True)
     assert row.status is Status.SUCCEEDED
     assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]

@@ -539,11 +539,14 @@ class Hub:
         """The latest fire time of ``job_id`` (UTC) whose scheduled run has started: one in
         progress now, or one that ended (remembered for the last 10,000 jobs that ran).
 
+        The integration asks too when a job replaced by one recorded from events announces the
+        end of a run: the job it replaced may have recorded that run from inside.
+
         The watchdog asks before it calls a fire time missed: a scheduler blocked in a job
         store may have started the run and not yet announced its submission."""
         seconds = self._fired.get(job_id)
         latest = None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-        for run in list(self._live):
+        for run in [*self._live, *self._finished]:  # in progress, or ended and not yet recorded
             if run.job_id == job_id and run.origin is Origin.SCHEDULED:
                 scheduled = run._scheduled_at
                 if scheduled is not None and (latest is None or scheduled > latest):

@@ -199,8 +199,11 @@ class SchedulerInstrumentation:
 
     def _learn(self, job: Any) -> KnownJob:
         with self._lock:
+            previous = self.registry.get(job.id)  # (a one-shot job is removed as it starts)
             known = self.registry.put(KnownJob.from_job(job))
             known.expected_next = known.next_run_at if known.next_run_at else known.expected_next
+        if previous is not None and previous.in_run and not self._records_in_run(known):
+            known.replaced_in_run_at = datetime.now(UTC)
         if not self._needs_outcomes and not self._records_in_run(known):
             self._needs_outcomes = True
             self._set_mask(MASK)
@@ -285,10 +288,16 @@ class SchedulerInstrumentation:
     def _on_finished(self, event: JobExecutionEvent) -> None:
         known = self._known(event.job_id)
         key = (event.job_id, event.scheduled_run_time)
-        if self._records_in_run(known) and not self.hub.has_event_run(key):
-            # Recorded from inside the run. (A run opened from its submission is closed here
-            # even so: the job was replaced by a decorated one while that run was going.)
-            return
+        if not self.hub.has_event_run(key):
+            if self._records_in_run(known):
+                # Recorded from inside the run. (A run opened from its submission is closed
+                # here even so: the job was replaced by a decorated one while it was going.)
+                return
+            replaced = known.replaced_in_run_at if known is not None else None
+            if replaced is not None and event.scheduled_run_time <= replaced:
+                latest = self.hub.latest_fire_time(event.job_id)
+                if latest is not None and latest >= event.scheduled_run_time:
+                    return  # a run of the job it replaced, recorded from inside the run
         job_id, origin = self._identity(event.job_id)
         error, traceback = event.exception, event.traceback
         if error is None and known is not None and known.never_runs:

@@ -45,6 +45,9 @@ class KnownJob:
     """Its function is an ``async def`` (APScheduler awaits it only on an asyncio executor)."""
     never_runs: bool = False
     """An ``async def`` on an executor that calls it without awaiting it: its code never runs."""
+    replaced_in_run_at: datetime | None = None
+    """When it replaced a job whose runs were recorded from inside, if it did: a run of that
+    one, due before then, may still end (and its end be announced) after."""
 
     @classmethod
     def from_job(cls, job: Any) -> KnownJob:
