@@ -436,11 +436,7 @@ class Hub:
         if error_details is not None:
             etype, emessage, etb = error_details
         elif error is not None:
-            try:
-                etype, emessage, etb = describe(error)
-            except Exception as exc:  # describe() does not raise; whatever did must not spread
-                etype, emessage, etb = type(error).__name__, UNPRINTABLE, None
-                self.report_error("hub", exc)
+            etype, emessage, etb = self._error_details(error)
         if finished_at is None:  # the monotonic duration, not a second wall-clock reading
             finished = started + timedelta(seconds=duration)
         else:
@@ -495,11 +491,7 @@ class Hub:
             scheduled = seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else scheduled_at
         etype = emessage = etb = None
         if error is not None:
-            try:
-                etype, emessage, etb = describe(error)
-            except Exception as exc:  # describe() does not raise; whatever did must not spread
-                etype, emessage, etb = type(error).__name__, UNPRINTABLE, None
-                self.report_error("hub", exc)
+            etype, emessage, etb = self._error_details(error)
         trace_id = span_id = None
         if run._span_ints is not None or run._trace_id is not None or run._span_id is not None:
             trace_id, span_id = run.trace_id, run.span_id
@@ -522,6 +514,14 @@ class Hub:
             span_id,
             dict(tags) if tags else None,
         )
+
+    def _error_details(self, error: BaseException) -> tuple[str, str, str | None]:
+        """``error``'s qualified type, message and bounded traceback, for its record."""
+        try:
+            return describe(error)
+        except Exception as exc:  # describe() does not raise; whatever did must not spread
+            self.report_error("hub", exc)
+            return type(error).__name__, UNPRINTABLE, None
 
     def _note_fired(self, job_id: str, scheduled: float) -> None:
         """``scheduled`` (seconds since 1970: instants compare right in any zone, a repeated

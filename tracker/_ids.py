@@ -29,15 +29,20 @@ def new_run_id(ms: int | None = None) -> str:
     bits make collisions across processes negligible. About 0.7 µs, no lock: the text of
     the last millisecond used is made once and shared.
     """
-    global _prefix
     if ms is None:
         ms = time.time_ns() // 1_000_000
+    return _uuid7(ms, next(_counter) & 0xFFF, _getrandbits(62))
+
+
+def _uuid7(ms: int, rand_a: int, rand_b: int) -> str:
+    """The UUIDv7 text of ``ms``, 12 bits ``rand_a`` and 62 bits ``rand_b``."""
+    global _prefix
     cached = _prefix
     if cached[0] != ms:
         h = f"{ms & 0xFFFFFFFFFFFF:012x}"
         cached = _prefix = (ms, f"{h[:8]}-{h[8:]}-7")
-    tail = "%016x" % (0x8000000000000000 | _getrandbits(62))  # variant 0b10, then 62 random bits
-    return f"{cached[1]}{_HEX3[next(_counter) & 0xFFF]}-{tail[:4]}-{tail[4:]}"
+    tail = "%016x" % (0x8000000000000000 | rand_b)  # variant 0b10, then the 62 bits
+    return f"{cached[1]}{_HEX3[rand_a]}-{tail[:4]}-{tail[4:]}"
 
 
 _HEX3 = tuple(f"{n:03x}" for n in range(4096))
@@ -56,9 +61,7 @@ def derived_run_id(ms: int, salt: int, batch: int, index: int) -> str:
     time and version: the salt (30), the batch (31), the place (13: batches hold at most 8,192).
     """
     low = (salt & 0x3FFFFFFF) << 44 | (batch & 0x7FFFFFFF) << 13 | (index & 0x1FFF)
-    h = f"{ms & 0xFFFFFFFFFFFF:012x}"
-    tail = "%016x" % (0x8000000000000000 | (low & 0x3FFFFFFFFFFFFFFF))
-    return f"{h[:8]}-{h[8:]}-7{low >> 62:03x}-{tail[:4]}-{tail[4:]}"
+    return _uuid7(ms, low >> 62, low & 0x3FFFFFFFFFFFFFFF)
 
 
 def hostname() -> str:
