@@ -36,13 +36,11 @@ def trivial() -> None:
     return None
 
 
-def run(url: str, runs: int, writer: str) -> tuple[float, int]:
+def run(url: str, runs: int, writer: str, metrics: bool) -> tuple[float, int]:
     tracker = Tracker(
         url,
-        settings=TrackerSettings(
-            buffer_size=max(100_000, runs * 2), database_writer=writer.split()[0]
-        ),
-        metrics="alone" not in writer,
+        settings=TrackerSettings(buffer_size=max(100_000, runs * 2), database_writer=writer),
+        metrics=metrics,
     )
     try:
         started = time.perf_counter()
@@ -60,13 +58,12 @@ def run(url: str, runs: int, writer: str) -> tuple[float, int]:
     return runs / elapsed, count
 
 
-WRITERS = ("thread", "process", "process alone")
-"""The writers measured (``alone``: without the metrics sink, so the hub sends run rows)."""
+WRITERS = (("thread", True), ("process", True), ("process", False))
+"""The writers measured, with the metrics sink or without (the hub then sends run rows)."""
 
 
-def _label(writer: str) -> str:
-    name, *alone = writer.split()
-    return f"{name} writer{', no metrics' if alone else ''}"
+def _label(writer: str, metrics: bool) -> str:
+    return f"{writer} writer{'' if metrics else ', no metrics'}"
 
 
 def report(name: str, rate: float, count: int, runs: int) -> None:
@@ -83,10 +80,10 @@ def main() -> None:
     parser.add_argument("--postgres", default=DEFAULT_PG)
     args = parser.parse_args()
 
-    for writer in WRITERS:
+    for writer, metrics in WRITERS:
         with tempfile.TemporaryDirectory() as tmp:
-            rate, count = run(f"sqlite:///{tmp}/ingest.sqlite3", args.runs, writer)
-            report(f"sqlite, {_label(writer)}", rate, count, args.runs)
+            rate, count = run(f"sqlite:///{tmp}/ingest.sqlite3", args.runs, writer, metrics)
+            report(f"sqlite, {_label(writer, metrics)}", rate, count, args.runs)
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.postgres)
@@ -98,10 +95,10 @@ def main() -> None:
         return
     try:
         sep = "&" if "?" in args.postgres else "?"
-        for writer in WRITERS:
+        for writer, metrics in WRITERS:
             url = f"{args.postgres}{sep}options=-csearch_path%3D{schema}"
-            rate, count = run(url, args.runs, writer)
-            report(f"postgresql, {_label(writer)}", rate, count, args.runs)
+            rate, count = run(url, args.runs, writer, metrics)
+            report(f"postgresql, {_label(writer, metrics)}", rate, count, args.runs)
             with admin.begin() as conn:
                 conn.execute(text(f'TRUNCATE "{schema}".job_executions'))
     finally:

@@ -14,7 +14,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tracker import BaseSink, JobState, Origin, Status, tracked_job
+from tracker import BaseSink, Execution, JobState, Origin, Status, tracked_job
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -461,73 +461,60 @@ def test_a_job_that_calls_itself_is_one_run(tracker) -> None:
     ]
 
 
-def test_a_job_replaced_by_a_decorated_one_mid_run_closes_that_run(tracker) -> None:
-    """``replace_existing=True`` swaps an undecorated job for a decorated one while a run of
-    the old one is going: that run (known from scheduler events) still ends ``succeeded``
-    (it used to stay ``running``, then ``interrupted`` at shutdown)."""
-    import threading
-
-    release = threading.Event()
-    started = threading.Event()
-
-    def slow_plain() -> None:
-        started.set()
-        release.wait(5)
-
-    scheduler = background()
-    tracker.instrument(scheduler)
-    scheduler.add_job(slow_plain, "date", run_date=datetime.now(UTC), id="swapped")
-    scheduler.start()
-    try:
-        assert started.wait(5)
-        later = datetime.now(UTC) + timedelta(hours=1)
-        scheduler.add_job(
-            support.ok_job, "date", run_date=later, id="swapped", replace_existing=True
-        )
-        release.set()
-        (row,) = support.wait_for(lambda: finished(tracker, job_id="swapped"))
-    finally:
-        release.set()
-        scheduler.shutdown(wait=True)
-    assert row.status is Status.SUCCEEDED
-    assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]
+_SWAP_STARTED = threading.Event()
+_SWAP_RELEASE = threading.Event()
 
 
-_RELEASE_DECORATED = threading.Event()
-_DECORATED_STARTED = threading.Event()
+def _slow_plain() -> None:
+    _SWAP_STARTED.set()
+    _SWAP_RELEASE.wait(5)
 
 
 @tracked_job
 def _slow_decorated() -> None:
-    _DECORATED_STARTED.set()
-    _RELEASE_DECORATED.wait(5)
+    _slow_plain()
+
+
+def _swap_mid_run(tracker, first, replacement) -> Execution:
+    """Run ``first`` (one of the slow jobs above) as job ``swapped``; while it runs, put
+    ``replacement`` in its place (``replace_existing=True``); let it end. Its one finished
+    row, once the scheduler's EXECUTED event for it was handled."""
+    _SWAP_STARTED.clear()
+    _SWAP_RELEASE.clear()
+    scheduler = background()
+    tracker.instrument(scheduler)
+    executed = threading.Event()  # (listeners are called in order: the tracker's went first)
+    scheduler.add_listener(lambda event: executed.set(), EVENT_JOB_EXECUTED)
+    scheduler.add_job(first, "date", run_date=datetime.now(UTC), id="swapped")
+    scheduler.start()
+    try:
+        assert _SWAP_STARTED.wait(5)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        scheduler.add_job(replacement, "date", run_date=later, id="swapped", replace_existing=True)
+        _SWAP_RELEASE.set()
+        assert executed.wait(5)
+        assert tracker.flush(5)
+        (row,) = finished(tracker, job_id="swapped")
+    finally:
+        _SWAP_RELEASE.set()
+        scheduler.shutdown(wait=True)
+    return row
+
+
+def test_a_job_replaced_by_a_decorated_one_mid_run_closes_that_run(tracker) -> None:
+    """``replace_existing=True`` swaps an undecorated job for a decorated one while a run of
+    the old one is going: that run (known from scheduler events) still ends ``succeeded``
+    (it used to stay ``running``, then ``interrupted`` at shutdown)."""
+    row = _swap_mid_run(tracker, _slow_plain, support.ok_job)
+    assert row.status is Status.SUCCEEDED
+    assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]
 
 
 def test_a_decorated_job_replaced_by_a_plain_one_mid_run_is_recorded_once(tracker) -> None:
     """The other way round: a decorated job swapped for an undecorated one while a run of it
     is going. That run is recorded once, from inside (it used to get a second row, from the
     scheduler's EXECUTED event, which the job now in its place is recorded from)."""
-    _RELEASE_DECORATED.clear()
-    _DECORATED_STARTED.clear()
-    scheduler = background()
-    tracker.instrument(scheduler)
-    executed = threading.Event()  # (listeners are called in order: the tracker's went first)
-    scheduler.add_listener(lambda event: executed.set(), EVENT_JOB_EXECUTED)
-    scheduler.add_job(_slow_decorated, "date", run_date=datetime.now(UTC), id="swapped")
-    scheduler.start()
-    try:
-        assert _DECORATED_STARTED.wait(5)
-        later = datetime.now(UTC) + timedelta(hours=1)
-        scheduler.add_job(
-            support.plain_job, "date", run_date=later, id="swapped", replace_existing=True
-        )
-        _RELEASE_DECORATED.set()
-        assert executed.wait(5)
-        assert tracker.flush(5)
-        (row,) = finished(tracker, job_id="swapped")
-    finally:
-        _RELEASE_DECORATED.set()
-        scheduler.shutdown(wait=True)
+    row = _swap_mid_run(tracker, _slow_decorated, support.plain_job)
     assert row.status is Status.SUCCEEDED
     assert [r.status for r in tracker.executions(job_id="swapped")] == [Status.SUCCEEDED]
 
