@@ -686,6 +686,59 @@ def test_spans_waiting_to_be_built_are_bounded_and_drops_counted() -> None:
     assert [s.name for s in exporter.get_finished_spans()] == ["a", "late"]
 
 
+class _SlowExporter(SpanExporter):
+    """An exporter slower than runs end (2 ms a batch): a batch processor's queue fills."""
+
+    def __init__(self) -> None:
+        self.exported: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        time.sleep(0.002)
+        self.exported.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def plain_quick_job() -> None:
+    pass
+
+
+@tracked_job
+def quick_job() -> None:
+    pass
+
+
+def test_a_burst_of_runs_loses_no_span_to_a_full_batch_processor(sqlite_url: str) -> None:
+    """More runs end at once than the batch processor's queue holds (16 here, 2,048 by
+    default) while its exporter is slower: the spans wait for room instead of being dropped
+    by the processor — of decorated runs and of undecorated ones alike."""
+    exporter = _SlowExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=16, max_export_batch_size=8)
+    )
+    tracker = _tracker(sqlite_url, provider)
+    try:
+        for _ in range(300):
+            quick_job()  # direct calls: each a run, with its span
+        scheduler = _background(tracker, workers=4)
+        try:
+            now = datetime.now(UTC)
+            for i in range(100):
+                scheduler.add_job(plain_quick_job, "date", run_date=now, id=f"undecorated-{i}")
+            wait_for(lambda: len(tracker.executions(limit=1000)) >= 400, timeout=30)
+        finally:
+            scheduler.shutdown()
+        assert tracker.flush(30)
+        runs = tracker.executions(limit=1000)
+    finally:
+        tracker.close(timeout=10)
+        provider.shutdown()
+    assert len(runs) == 400
+    spans = {f"{s.context.span_id:016x}": s for s in exporter.exported}
+    assert {r.span_id for r in runs} <= spans.keys()
+    assert sorted(s.name for s in spans.values()).count("plain_quick_job") == 100
+
+
 def test_span_limits_of_the_provider_apply_to_run_spans(sqlite_url: str) -> None:
     """A provider that keeps fewer attributes than a run span has: the span goes through the
     SDK's own span, which keeps what the limit allows and counts the rest as dropped."""

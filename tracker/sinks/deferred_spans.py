@@ -72,12 +72,15 @@ from opentelemetry.trace.status import StatusCode
 from opentelemetry.util import types
 
 from .._record import Status
+from .span_room import SpanRoom
 
 logger = logging.getLogger("tracker.tracing")
 
 _EMPTY = Context()
 _UNSET = SpanStatus(StatusCode.UNSET)
 _time_ns = time.time_ns
+ROOM_WAIT_S = 1.0
+"""Seconds one round of building waits, in all, for room in full batch processors."""
 _PLAIN_PROCESSORS = (BatchSpanProcessor, SimpleSpanProcessor)
 _RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
@@ -325,6 +328,10 @@ class DeferredSpans:
         self.closed = False
         """Set when the tracing sink closes: a run ending later asks the builder itself."""
         self.builder = SpanBuilder()
+        self.room = SpanRoom(tracer.span_processor)
+        """Room in the provider's batch processors, waited for before each span is built."""
+        self.starved = False
+        """Whether the last round of building stopped with spans left, for want of room."""
         self._done: deque[StandInSpan] = deque()
         preset = _Preset()
         ids = tracer.id_generator
@@ -456,13 +463,18 @@ class DeferredSpans:
 
     def realize_pending(self) -> None:
         """Build and end the real span of every run that ended so far. One span that fails
-        does not stop the others; the first error is raised after them (to be counted)."""
+        does not stop the others; the first error is raised after them (to be counted).
+
+        A span is built only while the provider's batch processors have room for it (waiting
+        up to :data:`ROOM_WAIT_S` in all for their workers): the rest wait for the next call,
+        within this object's ``capacity``, instead of being dropped by a full processor."""
         done = self._done
         if not done:
             return
         plain = self._plain()
         failure: Exception | None = None
-        while done:
+        until = time.monotonic() + ROOM_WAIT_S
+        while done and self.room.wait(until):
             try:
                 span = done.popleft()
             except IndexError:
@@ -471,6 +483,7 @@ class DeferredSpans:
                 self.realize(span, plain)
             except Exception as exc:
                 failure = failure or exc
+        self.starved = bool(done)  # (the loop ends with spans left only for want of room)
         if failure is not None:
             raise failure
 

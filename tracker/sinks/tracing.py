@@ -52,8 +52,9 @@ from .._hub import Hub
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
-from .deferred_spans import DeferredSpans, SpanBuilder, StandInSpan
+from .deferred_spans import ROOM_WAIT_S, DeferredSpans, SpanBuilder, StandInSpan
 from .iso import iso
+from .span_room import SpanRoom
 
 __all__ = [
     "ATTR_JOB_ID",
@@ -282,12 +283,18 @@ class TracingSink(BaseSink):
         self.tracer = _tracer(tracer_provider)
         self.deferred = deferred
         self.builder = deferred.builder if deferred is not None else SpanBuilder()
+        self.room = (
+            deferred.room
+            if deferred is not None
+            else SpanRoom(getattr(self.tracer, "span_processor", None))
+        )
         self.capacity = capacity
         self.on_drop = on_drop
         self._after: deque[Execution] = deque()
         self.event_runs: dict[str, tuple[int, int]] = {}
         """The tracing hook's ids of runs known from events (see
         :meth:`TracingHook.name_event_run`): their records' spans are built with them."""
+        self._starved = False  # the last round left spans, for want of room (see flush)
         self._unflushed_since: float | None = None
         """When the last flush began, if it did not succeed (close's warning counts from
         there: the hub flushes a sink just before it closes it)."""
@@ -329,11 +336,13 @@ class TracingSink(BaseSink):
         """On the builder's thread: the spans of runs known only from their records."""
         after = self._after
         failure: Exception | None = None
-        while after:
+        until = time.monotonic() + ROOM_WAIT_S
+        while after and self.room.wait(until):  # (see DeferredSpans.realize_pending)
             try:
                 self._span_after_the_fact(after.popleft())
             except Exception as exc:
                 failure = failure or exc
+        self._starved = bool(after)
         if failure is not None:
             raise failure
 
@@ -371,13 +380,22 @@ class TracingSink(BaseSink):
         """Build every span of runs that ended so far, then flush the provider; ``False``
         if ``timeout`` ran out first (the builder or the exporter is stuck)."""
         started = self._unflushed_since = time.monotonic()
-        self._build_soon()
-        flushed = self.builder.wait(timeout) and flush_provider(
-            self.provider, max(0.0, started + timeout - time.monotonic())
-        )
+        deadline = started + timeout
+        while True:
+            self._build_soon()
+            flushed = self.builder.wait(deadline - time.monotonic()) and flush_provider(
+                self.provider, max(0.0, deadline - time.monotonic())
+            )
+            # Spans left waiting for room in a full batch processor: once flushed, it has.
+            if not flushed or not self._starved_now() or time.monotonic() >= deadline:
+                break
+        flushed = flushed and not self._starved_now()
         if flushed:
             self._unflushed_since = None
         return flushed
+
+    def _starved_now(self) -> bool:
+        return self._starved or (self.deferred is not None and self.deferred.starved)
 
     def close(self, timeout: float) -> None:
         """Flush within ``timeout``; runs ending after this ask the builder themselves."""
