@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -376,6 +377,49 @@ def test_failures_no_text_can_be_made_of_are_still_recorded_failed(tracker) -> N
         assert row.error_message == "<exception str() failed>"
         assert row.traceback and "_Unprintable: <exception str() failed>" in row.traceback
     assert tracker.stats().live_runs == 0
+
+
+def _plain_exiting_job() -> None:
+    sys.exit(3)
+
+
+@tracked_job
+def _decorated_exiting_job() -> None:
+    sys.exit(3)
+
+
+def test_a_job_that_calls_sys_exit_is_failed_not_interrupted(tracker) -> None:
+    """A job ported from a script that ends with ``sys.exit(3)`` on error: APScheduler catches
+    the ``SystemExit`` and the service goes on, so the run is ``failed`` (it counts, and
+    alerts, as a failure), decorated or not. Called directly, where it does stop the caller,
+    the run is ``interrupted`` and the ``SystemExit`` reaches the caller unchanged."""
+    scheduler = background()
+    tracker.instrument(scheduler)
+    now = datetime.now(UTC)
+    scheduler.add_job(_plain_exiting_job, "date", run_date=now, id="plain-exit")
+    scheduler.add_job(_decorated_exiting_job, "date", run_date=now, id="decorated-exit")
+    scheduler.start()
+    try:
+        rows = support.wait_for(
+            lambda: (
+                finished(tracker, job_id="plain-exit") + finished(tracker, job_id="decorated-exit")
+                if finished(tracker, job_id="plain-exit")
+                and finished(tracker, job_id="decorated-exit")
+                else None
+            )
+        )
+        assert scheduler.running
+    finally:
+        scheduler.shutdown(wait=True)
+    assert [(r.status, r.error_type, r.error_message) for r in rows] == [
+        (Status.FAILED, "SystemExit", "3")
+    ] * 2
+    with pytest.raises(SystemExit) as exited:
+        _decorated_exiting_job()
+    assert exited.value.code == 3
+    (direct,) = [r for r in finished(tracker) if r.origin is Origin.DIRECT]
+    assert direct.status is Status.INTERRUPTED
+    assert direct.error_type == "SystemExit"
 
 
 def test_an_undecorated_jobs_traceback_is_bounded_and_ends_with_its_exception(tracker) -> None:

@@ -122,12 +122,22 @@ class HubStats:
     live_runs: int
 
 
-def status_for(error: BaseException | None) -> Status:
-    """The status a run ends in when it raised ``error`` (or nothing)."""
+def status_for(error: BaseException | None, origin: Origin | None = None) -> Status:
+    """The status a run ends in when it raised ``error`` (or nothing).
+
+    ``CancelledError`` is ``interrupted`` (a scheduler shutting down cancels its runs).
+    ``SystemExit`` and ``KeyboardInterrupt`` are ``interrupted`` in a direct call, where they
+    stop the caller, but ``failed`` in a scheduler's run (``origin`` scheduled or manual):
+    APScheduler catches them there, reports the job's error and goes on, so nothing was
+    interrupted — and a job ported from a script that ends with ``sys.exit(1)`` on error must
+    count (and alert) as failed.
+    """
     if error is None:
         return Status.SUCCEEDED
-    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+    if isinstance(error, asyncio.CancelledError):
         return Status.INTERRUPTED
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return Status.INTERRUPTED if origin is None or origin is Origin.DIRECT else Status.FAILED
     return Status.FAILED
 
 
@@ -389,9 +399,9 @@ class Hub:
             final = status
         elif run.forced_status is not None:  # the record keeps what happened
             final = run.forced_status
-            run.tags = {**run.tags, "outcome": status_for(error).value}
+            run.tags = {**run.tags, "outcome": status_for(error, run.origin).value}
         else:
-            final = Status.SUCCEEDED if error is None else status_for(error)
+            final = Status.SUCCEEDED if error is None else status_for(error, run.origin)
         extras = run._extras
         entered = extras.pop("_hooks", None) if extras else None
         if entered:
