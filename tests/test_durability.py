@@ -566,6 +566,52 @@ def test_a_forked_process_never_acts_as_the_parent(sqlite_url, tmp_path, caplog)
         tracker.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_forked_process_reads_the_history_on_connections_of_its_own(
+    postgres_url, tmp_path, writer
+) -> None:
+    """Workers forked after the tracker was created (gunicorn --preload) that read the history
+    (the HTTP API) do it on connections of their own: on the parent's pooled connection, two
+    processes would talk over one socket (seen as "server closed the connection
+    unexpectedly" in workers reading at once), with either database writer."""
+    tracker = Tracker(
+        postgres_url,
+        settings=TrackerSettings(database_writer=writer, spill_dir=tmp_path / "spill"),
+        metrics=False,
+    )
+    backend = "SELECT pg_backend_pid()"
+    try:
+        support.ok_job()
+        assert tracker.flush(timeout=10)
+        with tracker.engine.connect() as conn:  # back into the pool: the one a read would take
+            parent_backend = conn.exec_driver_sql(backend).scalar_one()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            try:
+                os.close(read)
+                with tracker.engine.connect() as conn:
+                    child_backend = conn.exec_driver_sql(backend).scalar_one()
+                report = {
+                    "own": child_backend != parent_backend,
+                    "rows": len(tracker.executions(job_id="ok_job")),
+                }
+                tracker.engine.dispose()  # the worker's shutdown closes its connections
+                os.write(write, json.dumps(report).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            report = json.loads(pipe.read() or b"{}")
+        os.waitpid(pid, 0)
+        assert report == {"own": True, "rows": 1}
+        with tracker.engine.connect() as conn:
+            assert conn.exec_driver_sql(backend).scalar_one() == parent_backend  # still open
+    finally:
+        tracker.close()
+
+
 def test_a_spilled_finish_is_not_overtaken_by_interruption(sqlite_url, tmp_path) -> None:
     """A run written as ``running``, then finished while the database was locked, is spilled
     finished at close(); its process then ends. The next tracker writes the spilled record

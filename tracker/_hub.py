@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
@@ -190,6 +190,7 @@ class Hub:
         self._last_log: dict[str, float] = {}
         self._closed = False
         self._fork_of: int | None = None  # the parent's pid, in a process forked from this one
+        self._engines: list[Any] = []  # let go of at fork (see own_engine)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tracker-hub", daemon=True)
         self._thread.start()
@@ -214,14 +215,17 @@ class Hub:
         self._live.clear()
         self._finished.clear()
         self._by_key.clear()
-        for worker in workers:
-            engine = getattr(worker.sink, "engine", None)
+        engines = [(w.sink.name, getattr(w.sink, "engine", None)) for w in workers]
+        engines += [("database", engine) for engine in self._engines]
+        disposed: set[int] = set()
+        for name, engine in engines:
             dispose = getattr(engine, "dispose", None)
-            if dispose is not None:
+            if dispose is not None and id(engine) not in disposed:
+                disposed.add(id(engine))
                 try:
                     dispose(close=False)  # SQLAlchemy's way after fork: the parent's stay open
                 except Exception as exc:
-                    self.report_error(worker.sink.name, exc)
+                    self.report_error(name, exc)
         logger.error(
             "tracker: this process (pid %d) was forked from the one that created the tracker "
             "(pid %d, instance %s); the tracker's threads did not come along, so it records "
@@ -234,6 +238,13 @@ class Hub:
         )
 
     # -- configuration -------------------------------------------------------------
+
+    def own_engine(self, engine: Any) -> None:
+        """In a process forked from this one, let go of ``engine``'s pooled connections without
+        closing them (they are the parent's), as the sinks' own engines are: workers forked
+        by ``gunicorn --preload`` that read the history would otherwise share the parent's
+        connections, and each other's."""
+        self._engines.append(engine)
 
     def add_sink(self, sink: Sink) -> None:
         """Start feeding ``sink`` (on a thread of its own) with everything published from now on."""

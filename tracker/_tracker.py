@@ -125,6 +125,7 @@ class Tracker:
             interval=self.settings.flush_interval,
             queue_capacity=self.settings.buffer_size,
         )
+        self.hub.own_engine(self.engine)  # (its reads, in a process forked from this one)
         self.database: DatabaseSink | ProcessDatabaseSink
         if self.settings.database_writer == "process":
             self.database = ProcessDatabaseSink(
