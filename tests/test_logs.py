@@ -270,6 +270,55 @@ def test_job_lines_carry_run_ids_in_thread_pool_and_async_jobs(make: Any) -> Non
     assert "run_id" not in _lines(out)[-1]
 
 
+@tracked_job
+async def _starts_a_watcher(
+    go: asyncio.Event, seen: list[object], tracer: Any
+) -> asyncio.Task[None]:
+    async def watcher() -> None:  # outlives the run (fire and forget)
+        await go.wait()
+        seen.append(current_run())
+        structlog.get_logger("billing").warning("watcher tick")
+        logging.getLogger("billing.stdlib").warning("watcher stdlib tick")
+        with tracer.start_as_current_span("watcher-work"):
+            pass
+
+    return asyncio.get_running_loop().create_task(watcher())
+
+
+def test_a_task_that_outlives_its_run_does_not_carry_the_run(make: Any) -> None:
+    """A task started in a run inherits a copy of its context, which still holds the run after
+    it ended: there, ``current_run()`` is None, log lines carry no run ids, and spans begin a
+    trace of their own instead of nesting under the ended run's span."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    out = io.StringIO()
+    configure_logging("json", stream=out)
+    tracker = make(tracing=True, tracer_provider=provider, logs=True)
+    seen: list[object] = []
+
+    async def main() -> None:
+        go = asyncio.Event()
+        task = await _starts_a_watcher(go, seen, provider.get_tracer("billing"))
+        go.set()
+        await task
+
+    asyncio.run(main())
+    assert tracker.flush(10)
+    (run,) = tracker.executions(job_id=_starts_a_watcher.__qualname__)
+    assert run.status is Status.SUCCEEDED
+    assert seen == [None]
+    for text in ("watcher tick", "watcher stdlib tick"):
+        (line,) = [e for e in _lines(out) if e["event"] == text]
+        assert "run_id" not in line and "job_id" not in line
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "watcher-work"]
+    assert span.parent is None
+    assert span.context.trace_id != int(run.trace_id or "0", 16)
+
+
 def test_apscheduler_records_go_through_the_same_json_pipeline(make: Any) -> None:
     """APScheduler's own stdlib records come out as JSON lines with their logger name."""
     out = io.StringIO()

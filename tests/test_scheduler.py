@@ -15,7 +15,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tracker import BaseSink, Execution, JobState, Origin, Status, tracked_job
+from tracker import BaseSink, Execution, JobState, Origin, Status, current_run, tracked_job
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -124,6 +124,53 @@ def test_asyncio_scheduler_records_async_and_sync_jobs(tracker) -> None:
     assert statuses == {"a_ok": Status.SUCCEEDED, "a_bad": Status.FAILED, "s_ok": Status.SUCCEEDED}
     a_bad = finished(tracker, job_id="a_bad")[0]
     assert a_bad.error_type == "RuntimeError" and a_bad.started_at is not None
+
+
+_SEEN_BY_HEARTBEAT: list[object] = []
+_SCHEDULERS: list[AsyncIOScheduler] = []
+_BEATS: list[asyncio.Event] = []
+
+
+@tracked_job
+async def _refresh(source: str) -> None:
+    if source == "api":
+        # Wakes the scheduler (call_soon_threadsafe): from then on its timer chain, and every
+        # job it starts, runs in a copy of this run's context.
+        _SCHEDULERS[0].modify_job("heartbeat", kwargs={})
+
+
+async def _heartbeat() -> None:
+    _SEEN_BY_HEARTBEAT.append(current_run())
+    await _refresh("heartbeat")
+    if len(_SEEN_BY_HEARTBEAT) >= 3:
+        _BEATS[0].set()
+
+
+def test_a_run_that_wakes_the_asyncio_scheduler_is_not_current_in_later_jobs(tracker) -> None:
+    """A tracked function (here called directly, as from an HTTP endpoint) that calls
+    ``modify_job()`` wakes AsyncIOScheduler, whose timer chain then runs every later job in a
+    copy of that run's context: after the run ended, an undecorated job there sees no current
+    run, and each call of the tracked function from it is a run of its own (it was taken for a
+    recursive call of the ended run, and not recorded)."""
+
+    async def main() -> None:
+        scheduler = AsyncIOScheduler(job_defaults=DEFAULTS, timezone="UTC")
+        _SCHEDULERS[:] = [scheduler]
+        _BEATS[:] = [asyncio.Event()]
+        tracker.instrument(scheduler)
+        scheduler.add_job(_heartbeat, "interval", seconds=0.05, id="heartbeat")
+        scheduler.start()
+        await asyncio.sleep(0.01)
+        await _refresh("api")
+        _SEEN_BY_HEARTBEAT.clear()
+        await asyncio.wait_for(_BEATS[0].wait(), 10)
+        scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+    assert _SEEN_BY_HEARTBEAT[:3] == [None, None, None]
+    refreshed = finished(tracker, job_id=_refresh.__qualname__)
+    assert len(refreshed) >= 1 + 3
+    assert {r.origin for r in refreshed} == {Origin.DIRECT}
 
 
 def test_real_misfire_is_recorded_as_missed(tracker) -> None:

@@ -113,4 +113,4 @@ def current_run() -> Execution | None:
     calls: ``current_run().run_id``, ``.job_id``, ``.scheduled_at``...
     """
     run = _current.get()
-    return None if run is None else run.snapshot()
+    return None if run is None or run.ended else run.snapshot()

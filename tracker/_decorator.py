@@ -56,6 +56,8 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
     """Open the run ``wrapper`` is being called for (``None``: untracked); never raises."""
     try:
         outer = _get_current()
+        if outer is not None and outer.ended:  # in a context copied while it ran (Run.ended)
+            outer = None
         dispatch = _context.resolve(wrapper)
         if outer is not None and _within(outer, dispatch, options.name):
             return None  # the function called itself: the inner calls are part of its run
@@ -111,7 +113,7 @@ def _within(run: Run | None, dispatch: _context.Dispatch | None, name: str) -> b
     itself (the frames above still show the scheduler's call: ``dispatch`` is that run's), or
     it was called directly and called itself (a direct run of the function ``name``)."""
     while run is not None:
-        if run.final is None:
+        if not run.ended:
             if dispatch is None:
                 if run.origin is Origin.DIRECT and run.job_id == name:
                     return True

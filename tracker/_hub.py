@@ -378,6 +378,7 @@ class Hub:
         with self._lock:  # after this, the announcer cannot publish it as running
             if self._live.pop(run, None) is None:
                 return None
+        run.ended = True
         final = self._exit_hooks(run, status, error)
         record = self._final_record(run, final, error, duration, finished_at, error_details)
         self._publish(record)
@@ -389,6 +390,7 @@ class Hub:
         Never raises.
         """
         duration = _perf_counter() - run._t0
+        run.ended = True
         try:
             if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
                 self._release_hooks(run)

@@ -51,6 +51,10 @@ class Run:
     error: BaseException | None = None
     duration = 0.0
     final: Status | None = None
+    ended = False
+    """Set when the run ends (or is closed). Contexts copied while it ran — tasks it created,
+    callbacks it scheduled, APScheduler's asyncio timer chain woken by ``add_job`` — still
+    hold it as current after that: readers of the current run check this."""
 
     def __init__(
         self,

@@ -95,7 +95,8 @@ class StandInSpan(trace.Span):
 
     It is current during the run, so spans the job's code opens are its children. Calls the
     job makes on it are kept (with their time) and replayed on the real span when it is
-    built; calls made after the run ended are ignored, as an ended SDK span ignores them.
+    built; calls made after the run ended are ignored, as an ended SDK span ignores them,
+    and its context is then the invalid one (see :meth:`get_span_context`).
     """
 
     __slots__ = (
@@ -151,7 +152,11 @@ class StandInSpan(trace.Span):
     # -- opentelemetry.trace.Span -------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return self.context
+        # Once the run ended, no longer a parent: contexts copied while it ran (a task it
+        # started, APScheduler's asyncio timer chain woken by an add_job() in the job) would
+        # otherwise nest other jobs' spans under this run's, for good. Spans started there
+        # begin traces of their own.
+        return trace.INVALID_SPAN_CONTEXT if self.ended else self.context
 
     def is_recording(self) -> bool:
         return not self.ended and self.user_end_ns is None

@@ -100,7 +100,7 @@ class LogSettings(Settings):
 def add_run_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: ``job_id``, ``run_id``, ``trace_id`` of the current run, if any."""
     run = _context._current.get()
-    if run is not None:
+    if run is not None and not run.ended:
         event_dict.setdefault("job_id", run.job_id)
         event_dict.setdefault("run_id", run.run_id)
         if run.trace_id is not None:
@@ -118,7 +118,7 @@ class RunContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         run = _context._current.get()
-        if run is not None:
+        if run is not None and not run.ended:
             record.job_id = run.job_id
             record.run_id = run.run_id
             record.trace_id = run.trace_id
@@ -126,13 +126,20 @@ class RunContextFilter(logging.Filter):
 
 
 class LogContextHook:
-    """Binds the run's ids as structlog contextvars for the run's duration (job's path)."""
+    """Binds the run's ids as structlog contextvars for the run's duration (job's path).
+
+    Not where :func:`add_run_context` is among structlog's processors (it reads the run, and
+    only while it is in progress): bound contextvars are copied into the tasks and callbacks
+    the run starts, and stay there after it ended."""
 
     name = "logs"
 
     def enter(self, run: Run) -> object:
-        if _active_pipeline() is not None:
-            return None  # configure_logging's add_run_context reads the run itself
+        if (
+            _active_pipeline() is not None
+            or add_run_context in structlog.get_config()["processors"]
+        ):
+            return None  # add_run_context reads the run itself (configure_logging's, or yours)
         if run.trace_id is None:
             return bind_contextvars(job_id=run.job_id, run_id=run.run_id)
         return bind_contextvars(job_id=run.job_id, run_id=run.run_id, trace_id=run.trace_id)

@@ -146,8 +146,8 @@ def _end_status(
 ) -> None:
     span.set_attribute(ATTR_STATUS, status.value)
     if status in _ENDED_BADLY:
-        if error is not None and not isinstance(error, _INTERRUPTIONS):
-            span.record_exception(error)
+        if error is not None and (status is Status.FAILED or not isinstance(error, _INTERRUPTIONS)):
+            span.record_exception(error)  # (a SystemExit in a scheduled run is a failure)
         description = _describe(error) if error is not None else message
         span.set_status(SpanStatus(StatusCode.ERROR, description or status.value))
 

@@ -89,7 +89,9 @@ class SentryHook:
                 context["duration_s"] = run.elapsed_s
                 context["status"] = status.value
                 scope.set_context("job", context)
-                if error is not None and not isinstance(error, _INTERRUPTIONS):
+                if error is not None and (
+                    status is Status.FAILED or not isinstance(error, _INTERRUPTIONS)
+                ):  # (a SystemExit in a scheduled run is a failure: see status_for)
                     sentry_sdk.capture_exception(error)
                 else:  # timed out and returned, or cancelled by the watchdog
                     limit = f" of {run.max_runtime:g} s" if run.max_runtime else ""
@@ -97,6 +99,7 @@ class SentryHook:
                         f'Job "{run.job_name}" ran past its max_runtime{limit}', level="error"
                     )
         finally:
+            _forget_run(scope)
             self.release(run, token)
 
     def release(self, run: Run, token: object) -> None:
@@ -110,6 +113,16 @@ class SentryHook:
         manager, scope = token  # type: ignore[misc]
         if sentry_sdk.get_isolation_scope() is scope:
             manager.__exit__(None, None, None)
+
+
+def _forget_run(scope: sentry_sdk.Scope) -> None:
+    """Take the ended run's tags and context off its scope. Contexts copied while it ran (a
+    task it started, APScheduler's asyncio timer chain woken by an ``add_job()`` in the job)
+    still have this scope current, for good: events sent from there must not carry the run."""
+    for tag in ("job_id", "run_id", "job_status"):
+        scope.remove_tag(tag)
+    scope.remove_context("job")
+    scope.set_new_propagation_context()
 
 
 def capture_untracked_failure(job: Any, job_id: str, exc_info: ExcInfo) -> None:
