@@ -2,7 +2,7 @@
 
     python proc_scheduler.py add  TRACKER_URL JOBSTORE OUT   # store a job, don't run it
     python proc_scheduler.py run  TRACKER_URL JOBSTORE OUT   # restore it, run it now, exit
-    python proc_scheduler.py hang TRACKER_URL MARKER         # run a job that hangs (to be killed)
+    python proc_scheduler.py hang TRACKER_URL MARKER [INSTANCE]  # a job that hangs (to be killed)
 
 JOBSTORE is a SQLAlchemy URL or ``redis://host:port/db#key``.
 """
@@ -43,7 +43,10 @@ def main() -> None:
     mode, tracker_url = sys.argv[1], sys.argv[2]
     if mode == "hang":
         marker = sys.argv[3]
-        tracker = Tracker(tracker_url, settings=TrackerSettings(flush_interval=0.02))
+        instance = sys.argv[4] if len(sys.argv) > 4 else None  # a fixed instance id
+        tracker = Tracker(
+            tracker_url, settings=TrackerSettings(flush_interval=0.02), instance=instance
+        )
         scheduler = BackgroundScheduler(timezone="UTC")
         tracker.instrument(scheduler)
         scheduler.add_job(

@@ -87,6 +87,12 @@ def record_run_to_file(path: str) -> None:
 
 
 @tracked_job
+def wait_job(event: threading.Event) -> None:
+    """Runs until ``event`` is set (at most 30 s)."""
+    event.wait(30)
+
+
+@tracked_job
 def hang_job(marker: str) -> None:
     """Touches ``marker`` then sleeps a long time (to be killed mid-run)."""
     Path(marker).write_text(str(os.getpid()), encoding="utf-8")

@@ -16,13 +16,14 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import support
 from apscheduler.schedulers.background import BackgroundScheduler
 from conftest import POSTGRES_URL, need, postgres_problem
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text, update
 
 from tracker import Origin, Status, Tracker, TrackerSettings
 from tracker.sinks.database import executions, instances
@@ -123,6 +124,97 @@ def test_killed_process_rows_become_interrupted(database_url, tmp_path) -> None:
             if p.poll() is None:
                 p.kill()
             p.wait(10)
+
+
+def test_a_fixed_instance_ids_runs_left_running_are_interrupted_when_it_starts_again(
+    database_url, tmp_path
+) -> None:
+    """``Tracker(instance="svc-a")``, killed mid-run and started again under the same id: the
+    run the killed process left ``running`` is closed as interrupted (the new process takes the
+    id over; it used to keep that row running for good)."""
+    marker = tmp_path / "hang"
+    killed = proc("hang", database_url, str(marker), "svc-a", wait=False)
+    try:
+        support.wait_for(marker.exists, timeout=30)
+        support.wait_for(lambda: _running_rows(database_url).get("svc-a") == "running", timeout=15)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        killed.wait(10)
+    with Tracker(database_url, instance="svc-a") as tracker:
+        assert tracker.flush(10)
+        (row,) = tracker.executions(job_id="hanging")
+    assert row.status is Status.INTERRUPTED
+    assert row.error_type == "tracker.ProcessDied"
+    assert f"process {killed.pid}" in (row.error_message or "")
+
+
+def test_a_live_instance_whose_heartbeat_stopped_keeps_its_runs(database_url) -> None:
+    """An instance whose heartbeat stopped (the database was out of reach for longer than
+    ``stale_after``) but whose process still runs on this host keeps its runs: another tracker
+    starting does not close them. And where one was closed all the same (by a tracker on another
+    host, which can only go by the heartbeat), the run's real end replaces that inference."""
+    tracker = Tracker(database_url, settings=TrackerSettings(flush_interval=0.02))
+    release = [threading.Event(), threading.Event()]
+    jobs = [threading.Thread(target=support.wait_job, args=(event,)) for event in release]
+    try:
+        for job in jobs:
+            job.start()
+        support.wait_for(lambda: len(tracker.hub.live_runs()) == 2)
+        assert tracker.flush(10)  # both `running` rows written
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as conn:  # as after a long outage: last seen 10 minutes ago
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.instance == tracker.instance)
+                    .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=10))
+                )
+            with Tracker(database_url, settings=TrackerSettings(stale_after=1)) as other:
+                assert other.flush(10)
+                assert [r.status for r in other.executions(job_id="wait_job")] == [
+                    Status.RUNNING
+                ] * 2
+            with engine.begin() as conn:  # what a tracker on another host would do
+                second = tracker.hub.live_runs()[1].run_id
+                conn.execute(
+                    update(executions)
+                    .where(executions.c.run_id == second)
+                    .values(status="interrupted", error_type="tracker.ProcessDied")
+                )
+        finally:
+            engine.dispose()
+    finally:
+        for event in release:
+            event.set()
+        for job in jobs:
+            job.join(10)
+    assert tracker.flush(10)
+    rows = tracker.executions(job_id="wait_job")
+    tracker.close()
+    assert [r.status for r in rows] == [Status.SUCCEEDED] * 2
+
+
+def test_which_instances_count_as_dead() -> None:
+    """On this host and process id namespace, an instance is dead when its process is gone or
+    the process now under its id started after it (the id was reused), and alive while its
+    process runs, whatever its heartbeat. Under another namespace with the same host name
+    (containers with host networking), its process id means nothing here: the heartbeat
+    decides."""
+    from tracker.sinks.database.writer import host_key, instance_dead
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(10)
+    now = datetime.now(UTC)
+    old, fresh = now - timedelta(minutes=10), now
+    here, elsewhere = host_key(), f"{socket.gethostname()} pidns:1"
+    assert instance_dead(here, gone.pid, old, fresh, 60)
+    assert not instance_dead(here, os.getpid(), fresh, old, 60)  # an outage stopped its heartbeat
+    assert instance_dead(here, os.getpid(), now - timedelta(days=1), fresh, 60)  # id reused
+    assert not instance_dead(elsewhere, gone.pid, old, fresh, 60)
+    assert instance_dead(elsewhere, os.getpid(), old, old, 60)
 
 
 def _run_ids(tracker: Tracker) -> list[str]:

@@ -387,21 +387,57 @@ class DatabaseSink(BaseSink):
         if self.auto_migrate:
             migrate.upgrade(self.engine)
         now = datetime.now(UTC)
+        host = host_key()
+        earlier: Any = None  # an earlier process under this instance id (a fixed one), gone
         with self.engine.begin() as conn:
-            # The row exists already when a writer process starts again for this instance.
             known = conn.execute(
-                update(instances)
-                .where(instances.c.instance == self.instance)
-                .values(heartbeat_at=now, stopped_at=None, pid=self.pid)
-            )
-            if not known.rowcount:
+                select(
+                    instances.c.hostname,
+                    instances.c.pid,
+                    instances.c.started_at,
+                    instances.c.heartbeat_at,
+                    instances.c.stopped_at,
+                ).where(instances.c.instance == self.instance)
+            ).first()
+            if known is None:
                 conn.execute(
                     insert(instances).values(
                         instance=self.instance,
-                        hostname=hostname(),
+                        hostname=host,
                         pid=self.pid,
                         started_at=now,
                         heartbeat_at=now,
+                    )
+                )
+            elif (known.hostname, known.pid) == (host, self.pid):
+                # This process's writer starting again (the writer process, restarted).
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.instance == self.instance)
+                    .values(heartbeat_at=now, stopped_at=None)
+                )
+            else:  # another process had this id: this one takes it over
+                if known.stopped_at is None and not instance_dead(
+                    known.hostname, known.pid, known.started_at, known.heartbeat_at, 0.0
+                ):
+                    logger.warning(
+                        "tracker instance id %r is also used by process %s on %s, which "
+                        "still runs: instance ids must be unique among live trackers",
+                        self.instance,
+                        known.pid,
+                        known.hostname,
+                    )
+                else:
+                    earlier = known
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.instance == self.instance)
+                    .values(
+                        hostname=host,
+                        pid=self.pid,
+                        started_at=now,
+                        heartbeat_at=now,
+                        stopped_at=None,
                     )
                 )
         self._ready = True
@@ -410,6 +446,25 @@ class DatabaseSink(BaseSink):
         # have its `running` row closed as interrupted, which its finished state can't replace.
         if self._recover_spilled():
             self._write()
+        if earlier is not None:  # its runs left running: nothing of this process is written yet
+            with self.engine.begin() as conn:
+                seen = literal(_utc(earlier.heartbeat_at), executions.c.finished_at.type)
+                ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
+                closed = close_interrupted(
+                    conn,
+                    self.instance,
+                    ended,
+                    f"The process running this job (instance {self.instance}, process "
+                    f"{earlier.pid}) stopped while it was in progress; it was last seen at "
+                    f"{_utc(earlier.heartbeat_at).isoformat()}.",
+                )
+            if closed:
+                logger.warning(
+                    "tracker closed %d runs left running by the previous process of instance "
+                    "%r as interrupted",
+                    closed,
+                    self.instance,
+                )
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
 
     def _recover_spilled(self) -> bool:
@@ -431,7 +486,8 @@ class DatabaseSink(BaseSink):
             conn.execute(
                 update(instances)
                 .where(instances.c.instance == self.instance)
-                .values(heartbeat_at=datetime.now(UTC))
+                # (stopped_at: alive after all, if another tracker took it for dead)
+                .values(heartbeat_at=datetime.now(UTC), stopped_at=None)
             )
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
@@ -466,13 +522,20 @@ def _merge(
     return dropped
 
 
+PROCESS_DIED = "tracker.ProcessDied"
+"""The error type of runs closed as ``interrupted`` because their process was gone."""
+
+
 _ON_CONFLICT = (
     "ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
     + f" WHERE {executions.name}.status = '{Status.RUNNING.value}'"
+    + f" OR ({executions.name}.status = '{Status.INTERRUPTED.value}'"
+    + f" AND {executions.name}.error_type = '{PROCESS_DIED}')"
 )
-"""A finished state replaces a ``running`` one; an older ``running`` state never overwrites
-a finished one (records may be retried after a failed write)."""
+"""A finished state replaces a ``running`` one, and an ``interrupted`` one that was only
+inferred (its process was taken for dead: :data:`PROCESS_DIED`); an older ``running`` state
+never overwrites a finished one (records may be retried after a failed write)."""
 
 
 @functools.cache
@@ -601,6 +664,70 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@functools.cache
+def host_key() -> str:
+    """What the ``instances.hostname`` column holds: the host name and, where there is one, the
+    process id namespace (``/proc/self/ns/pid``). Only an instance with the same key can be
+    checked by its process id here: containers sharing a host name (host networking) each have
+    their own process ids."""
+    try:
+        namespace = f" pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        namespace = ""
+    return hostname()[: 255 - len(namespace)] + namespace
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` of this host started (Unix time), where ``/proc`` tells."""
+    boot = _boot_time()
+    if boot is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_CLOCK_SLACK_S = 2.0
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def instance_dead(
+    host: str, pid: int, started_at: datetime, heartbeat_at: datetime, stale_after: float
+) -> bool:
+    """Whether the tracker instance so recorded is gone.
+
+    On this host (same :func:`host_key`): gone when its process is, or when the process now
+    under its id started after the instance did (the id was reused); alive while it runs,
+    however old its heartbeat (a database outage stops heartbeats, not the runs). Where the
+    process's start can't be read, or on another host: gone when the heartbeat is older than
+    ``stale_after`` seconds.
+    """
+    if host == host_key():
+        if not _pid_alive(pid):
+            return True
+        started = _process_started(pid)
+        if started is not None:
+            return started > _utc(started_at).timestamp() + _CLOCK_SLACK_S
+    return _utc(heartbeat_at) < datetime.now(UTC) - timedelta(seconds=stale_after)
+
+
 def close_interrupted(conn: Connection, instance: str, ended: Any, message: str) -> int:
     """Close ``instance``'s ``running`` rows as ``interrupted`` (its process died), ending at
     ``ended`` (a time, or an SQL expression of the row); returns how many."""
@@ -610,7 +737,7 @@ def close_interrupted(conn: Connection, instance: str, ended: Any, message: str)
         .values(
             status=Status.INTERRUPTED.value,
             finished_at=ended,
-            error_type="tracker.ProcessDied",
+            error_type=PROCESS_DIED,
             error_message=message,
         )
     )
@@ -622,28 +749,25 @@ def interrupt_dead_instances(
 ) -> int:
     """Close as ``interrupted`` the ``running`` rows of instances that died.
 
-    An instance is dead when it stopped cleanly, when it ran on this host under a
-    process id that no longer exists, or when its heartbeat is older than
-    ``stale_after`` seconds. Rows of live instances are untouched. Returns the number
-    of rows closed.
+    An instance is dead when it stopped cleanly or when :func:`instance_dead` says so (its
+    process gone from this host, or, elsewhere, its heartbeat older than ``stale_after``
+    seconds). Rows of live instances are untouched. Returns the number of rows closed.
     """
     now = datetime.now(UTC)
-    host = hostname()
     with engine.begin() as conn:
         candidates = conn.execute(
             select(
                 instances.c.instance,
                 instances.c.hostname,
                 instances.c.pid,
+                instances.c.started_at,
                 instances.c.heartbeat_at,
             ).where(instances.c.stopped_at.is_(None))
         ).all()
         dead = []
-        for inst, inst_host, pid, heartbeat_at in candidates:
-            if inst == exclude:
-                continue
-            if (inst_host == host and not _pid_alive(pid)) or heartbeat_at < now - timedelta(
-                seconds=stale_after
+        for inst, inst_host, pid, started_at, heartbeat_at in candidates:
+            if inst != exclude and instance_dead(
+                inst_host, pid, started_at, heartbeat_at, stale_after
             ):
                 dead.append((inst, heartbeat_at))
         closed = 0
