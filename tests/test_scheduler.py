@@ -14,6 +14,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
 
 from tracker import BaseSink, Execution, JobState, Origin, Status, current_run, tracked_job
 
@@ -171,6 +172,66 @@ def test_a_run_that_wakes_the_asyncio_scheduler_is_not_current_in_later_jobs(tra
     refreshed = finished(tracker, job_id=_refresh.__qualname__)
     assert len(refreshed) >= 1 + 3
     assert {r.origin for r in refreshed} == {Origin.DIRECT}
+
+
+def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
+    tracker_factory, database_url
+) -> None:
+    """The service adds its job with ``replace_existing=True`` at every start (APScheduler then
+    computes its next fire time afresh, and nothing of the fire times due while it was down
+    remains): when the scheduler starts, the fire times, computed from the last recorded run,
+    that fell due after the service stopped and before it started again become one ``missed``
+    row counting them. Starting again adds only what fell due in the new gap."""
+    from tracker.sinks.database import create_tracker_engine, select_executions
+    from tracker.sinks.database.schema import instances
+
+    interval = 0.1
+    engine = create_tracker_engine(database_url)
+
+    def rows(status: str) -> list[Execution]:
+        return select_executions(engine, job_id="sync", status=status, limit=1000)
+
+    def run_service(until) -> tuple[datetime, datetime]:
+        """Start the service (a new tracker and scheduler), wait ``until()``, stop it cleanly;
+        returns when its scheduler started and when its tracker stopped."""
+        tracker = tracker_factory()
+        scheduler = background()
+        tracker.instrument(scheduler)
+        scheduler.add_job(
+            support.ok_job, "interval", seconds=interval, id="sync", replace_existing=True
+        )
+        started = datetime.now(UTC)
+        scheduler.start()
+        try:
+            support.wait_for(until)
+            assert tracker.flush(10)
+        finally:
+            scheduler.shutdown(wait=True)
+            tracker.close()
+        with engine.connect() as conn:
+            stopped = conn.execute(
+                select(instances.c.stopped_at).where(instances.c.instance == tracker.instance)
+            ).scalar_one()
+        return started, stopped.replace(tzinfo=UTC) if stopped.tzinfo is None else stopped
+
+    try:
+        _, stopped_first = run_service(lambda: len(rows("succeeded")) >= 2)
+        last = max(r.scheduled_at for r in rows("succeeded"))
+        due = [last + timedelta(seconds=interval * k) for k in range(1, 1000)]
+        time.sleep(6 * interval)  # down: about six fire times pass
+        started, stopped = run_service(lambda: rows("missed"))
+        (missed,) = rows("missed")
+        while_down = [d for d in due if stopped_first < d < started]
+        assert missed.coalesced == len(while_down) >= 5
+        assert missed.scheduled_at == while_down[0]
+        assert "passed while no scheduler ran this job" in (missed.error_message or "")
+        started, _ = run_service(lambda: len(rows("succeeded")) >= 3)
+        again = [d for d in due if stopped < d < started]  # from the same last run: none ran
+        assert sorted(r.coalesced for r in rows("missed")) == sorted(
+            [missed.coalesced] + ([len(again)] if again else [])
+        )
+    finally:
+        engine.dispose()
 
 
 def test_real_misfire_is_recorded_as_missed(tracker) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -189,6 +190,7 @@ class Tracker:
             self.watchdog = Watchdog(self.hub, watchdog_settings)
             self.watchdog.start()
         self._instrumentations: list[Any] = []
+        self._start_listeners: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
         _context.push_default(self.hub)
 
@@ -221,6 +223,11 @@ class Tracker:
                 existing.detach()
             instrumentation = SchedulerInstrumentation(scheduler, self.hub)
             self._instrumentations.append(instrumentation)
+            # Fire times that passed while no scheduler ran the jobs: checked at each start.
+            from .integrations.apscheduler.downtime import watch_starts
+
+            listener = watch_starts(scheduler, self.hub, self.engine, self.flush)
+            self._start_listeners.append((scheduler, listener))
             if self.watchdog is not None:
                 from .integrations.apscheduler.watchdog import attach
 
@@ -271,6 +278,9 @@ class Tracker:
             return
         for instrumentation in self._instrumentations:
             instrumentation.detach()
+        for scheduler, listener in self._start_listeners:
+            with contextlib.suppress(KeyError):
+                scheduler.remove_listener(listener)
         _context.remove_default(self.hub)
         if self.watchdog is not None:
             self.watchdog.stop()

@@ -1,0 +1,200 @@
+"""Fire times that passed while no scheduler ran the job: one ``missed`` row per job, at start.
+
+A service that adds its jobs with ``replace_existing=True`` at every start (as most do) gets
+each job's next fire time computed afresh from the time it starts: the fire times that fell
+due while it was down (a crash, a long deploy, a host reboot) leave no trace in APScheduler —
+no misfire, nothing coalesced. When a scheduler starts, the tracker therefore compares each
+job's history with its schedule: the fire times after its last recorded run (as its trigger
+computes them from that run) and before the scheduler started, that no row stands for, become
+one ``missed`` row whose ``coalesced`` column says how many there were.
+
+Jobs never run before (no history), paused jobs, and jobs whose stored next fire time is
+still in the past (APScheduler runs those late, and the coalescing it does is counted
+already) are left alone. Fire times due before the latest ``missed`` row was recorded (by a
+previous start, or the watchdog), or while another tracker instance on the database was
+alive (its last heartbeat, or its clean stop: it may have been running the job), are not
+counted: what is claimed is only what passed while no tracked scheduler ran at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, case, func, select, type_coerce
+
+from ..._decorator import job_options
+from ..._hub import Hub
+from ..._ids import new_run_id
+from ..._record import Execution, Status
+from ...sinks.database.rows import stored_job_id
+from ...sinks.database.schema import executions, instances
+
+logger = logging.getLogger("tracker.apscheduler")
+
+_MOST_COUNTED = 100_000
+_STEP = timedelta(microseconds=1)
+
+
+def _due_jobs(scheduler: Any) -> list[tuple[str, str, Any, datetime, dict[str, str]]]:
+    """(id, name, trigger, next fire time, tags) of each scheduled job, as it is now."""
+    jobs = []
+    for job in scheduler.get_jobs():
+        next_run = getattr(job, "next_run_time", None)
+        if next_run is None or "#manual-" in job.id:  # paused, or a run_now() copy
+            continue
+        options = job_options(job.func)
+        tags = dict(options.tags) if options is not None else {}
+        jobs.append((job.id, job.name, job.trigger, next_run, tags))
+    return jobs
+
+
+def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+    """Per stored job id: the latest fire time of a run (any row but ``missed``), and when the
+    latest ``missed`` row was recorded."""
+    missed = executions.c.status == Status.MISSED.value
+    last_run = func.max(
+        type_coerce(
+            case((missed, None), else_=executions.c.scheduled_at), executions.c.scheduled_at.type
+        )
+    )
+    last_missed = func.max(
+        type_coerce(case((missed, executions.c.finished_at)), executions.c.finished_at.type)
+    )
+    found: dict[str, tuple[Any, Any]] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            for job_id, run, missed_at in conn.execute(
+                select(executions.c.job_id, last_run, last_missed)
+                .where(executions.c.job_id.in_(chunk))
+                .group_by(executions.c.job_id)
+            ):
+                found[job_id] = (run, missed_at)
+    return found
+
+
+def _others_last_seen(engine: Engine, instance: str) -> datetime | None:
+    """When another tracker instance on this database was last alive (stopped, or its latest
+    heartbeat): until then a scheduler may have been running the jobs."""
+    seen = func.max(
+        type_coerce(
+            func.coalesce(instances.c.stopped_at, instances.c.heartbeat_at),
+            instances.c.heartbeat_at.type,
+        )
+    )
+    with engine.connect() as conn:
+        return _utc(conn.execute(select(seen).where(instances.c.instance != instance)).scalar())
+
+
+def _utc(moment: Any) -> datetime | None:
+    if isinstance(moment, str):  # (a SQLite aggregate may come back as its stored text)
+        moment = datetime.fromisoformat(moment)
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def missed_while_down(
+    trigger: Any, last_run: datetime, accounted: datetime | None, until: datetime
+) -> tuple[int, datetime | None, datetime | None]:
+    """(how many, first, last) fire times of ``trigger`` after ``last_run`` (computed from it, as
+    the scheduler that ran it would have), after ``accounted``, and before ``until``."""
+    count = 0
+    first = last = None
+    current: datetime | None = last_run
+    while current is not None and count < _MOST_COUNTED:
+        following = trigger.get_next_fire_time(current, current + _STEP)
+        if following is None or following <= current or following >= until:
+            break
+        current = following
+        if accounted is None or following > accounted:
+            count += 1
+            first = first or following
+            last = following
+    return count, first, last
+
+
+def record_downtime(
+    hub: Hub,
+    engine: Engine,
+    jobs: Sequence[tuple[str, str, Any, datetime, dict[str, str]]],
+    started: datetime,
+) -> int:
+    """Record, for each job, the fire times that passed before ``started`` with no scheduler
+    (see the module's text); returns how many ``missed`` rows were recorded."""
+    stored = {stored_job_id(job_id): job_id for job_id, *_ in jobs}
+    history = _history(engine, list(stored))
+    others = _others_last_seen(engine, hub.instance)
+    recorded = 0
+    for job_id, name, trigger, next_run, tags in jobs:
+        last_run, missed_at = (_utc(v) for v in history.get(stored_job_id(job_id), (None, None)))
+        if last_run is None:
+            continue
+        accounted = max((m for m in (missed_at, others) if m is not None), default=None)
+        until = min(started, next_run.astimezone(UTC))
+        try:
+            count, first, last = missed_while_down(trigger, last_run, accounted, until)
+        except Exception:  # a trigger that cannot say: nothing to claim
+            logger.exception("tracker could not compute the fire times of job %r", job_id)
+            continue
+        if not count or first is None or last is None:
+            continue
+        hub.record(
+            Execution(
+                run_id=new_run_id(),
+                job_id=job_id,
+                job_name=name,
+                status=Status.MISSED,
+                scheduled_at=first.astimezone(UTC),
+                finished_at=datetime.now(UTC),
+                coalesced=count,
+                error_message=(
+                    f"{count} fire time(s) from {first.astimezone(UTC).isoformat()} to "
+                    f"{last.astimezone(UTC).isoformat()} passed while no scheduler ran this job "
+                    "(the service was down); none of them ran."
+                ),
+                tags=tags,
+            )
+        )
+        recorded += 1
+    return recorded
+
+
+def watch_starts(
+    scheduler: Any, hub: Hub, engine: Engine, ready: Callable[[float], bool]
+) -> Callable[[Any], None]:
+    """Check for downtime each time ``scheduler`` starts (now too, if it runs already), on a
+    thread of its own once ``ready(timeout)`` (the history written so far) says so. Returns
+    the listener added to the scheduler."""
+    from apscheduler.events import EVENT_SCHEDULER_STARTED
+
+    def check() -> None:
+        started = datetime.now(UTC)
+        try:
+            jobs = _due_jobs(scheduler)
+        except Exception:
+            logger.exception("tracker could not list the jobs to check for downtime")
+            return
+        if not jobs:
+            return
+
+        def run() -> None:
+            try:
+                ready(30.0)
+                record_downtime(hub, engine, jobs, started)
+            except Exception as exc:  # never break the service's start
+                hub.report_error("downtime", exc)
+
+        threading.Thread(target=run, name="tracker-downtime", daemon=True).start()
+
+    def on_started(event: Any) -> None:
+        check()
+
+    scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+    if scheduler.running:
+        check()
+    return on_started
