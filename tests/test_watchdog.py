@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from support import wait_for
 from test_alert_receivers import Receiver, make_receiver, receiver  # noqa: F401 - fixtures
 
@@ -26,6 +29,7 @@ from tracker import (
     TrackerSettings,
     WatchdogSettings,
     WebhookChannel,
+    current_run,
     tracked_job,
 )
 
@@ -207,6 +211,70 @@ def test_async_jobs_can_be_cancelled_at_the_deadline(sqlite_url: str, capture: C
     assert record.error_type is not None and record.error_type.endswith("CancelledError")
     assert "max_runtime of 0.2 s" in (record.error_message or "")
     assert record.tags["outcome"] == "interrupted"
+
+
+BLOCKED: list[datetime] = []
+
+
+@tracked_job(max_runtime=0.15)
+async def blocks_its_loop_once() -> None:
+    """The first run blocks the event loop past its deadline (a sync client called from an
+    async job), then ends without awaiting again; later runs await and are quick."""
+    run = current_run()
+    assert run is not None and run.scheduled_at is not None
+    await asyncio.sleep(0.01)
+    if not BLOCKED:
+        BLOCKED.append(run.scheduled_at)
+        time.sleep(0.4)  # noqa: ASYNC251 - blocking the loop is the point
+    else:
+        await asyncio.sleep(0.02)
+
+
+def test_a_cancel_never_reaches_the_next_run_in_the_same_task(
+    sqlite_url: str, capture: Capture
+) -> None:
+    """APScheduler runs the fire times due at once one after the other in one task
+    (coalesce=False). The first passes its deadline while it blocks the loop, so the
+    cancel waits for the loop: by then that run has ended. The next run, healthy, is left
+    alone (it used to be cancelled and recorded interrupted)."""
+    BLOCKED.clear()
+    tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.02, cancel_async=True))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+    tracker.instrument(scheduler)
+    first = datetime.now(UTC) - timedelta(seconds=0.35)  # four fire times due at the start
+    scheduler.add_job(
+        blocks_its_loop_once,
+        IntervalTrigger(seconds=0.1, start_date=first, timezone=UTC),
+        id="burst",
+        next_run_time=first,
+        coalesce=False,
+        max_instances=1,
+        misfire_grace_time=60,
+    )
+    loop.call_soon_threadsafe(scheduler.start)
+    try:
+        due = [first + timedelta(seconds=0.1 * k) for k in range(4)]
+        wait_for(lambda: {e.scheduled_at for e in capture.finished("burst")} >= set(due))
+        (notice,) = capture.of(RunTimedOut)
+    finally:
+        loop.call_soon_threadsafe(scheduler.shutdown, False)
+        wait_for(lambda: not scheduler.running)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        tracker.close()
+    by_time = {e.scheduled_at: e for e in capture.finished("burst")}
+    assert [by_time[t].status for t in due] == [
+        Status.TIMED_OUT,
+        Status.SUCCEEDED,
+        Status.SUCCEEDED,
+        Status.SUCCEEDED,
+    ], [(by_time[t].status, by_time[t].error_message) for t in due]
+    assert notice.run.scheduled_at == due[0]
+    assert by_time[due[0]].tags["outcome"] == "succeeded"  # it ended before the loop could act
 
 
 def test_runs_within_their_limit_are_left_alone(sqlite_url: str, capture: Capture) -> None:

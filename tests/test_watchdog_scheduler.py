@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.events import (
+    EVENT_JOB_EXECUTED,
     EVENT_JOB_MISSED,
     EVENT_JOB_SUBMITTED,
     JobExecutionEvent,
@@ -25,6 +28,8 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from conftest import need
 from sqlalchemy import create_engine, text
 from support import ok_job, wait_for
 from test_alert_receivers import Receiver, make_receiver, receiver  # noqa: F401 - fixtures
@@ -153,12 +158,13 @@ def simulate(
     start: datetime,
     end: datetime,
     blocked: tuple[datetime, datetime] | None = None,
+    coalesce: bool = False,
 ) -> list[datetime]:
     """Run a scheduler's clock from ``start`` to ``end`` (UTC), checking every minute.
 
     The scheduler submits each fire time the moment it is due, as APScheduler does
-    (``job._get_run_times`` and the trigger's next fire time), except while ``blocked``.
-    Returns the fire times submitted.
+    (``job._get_run_times`` and the trigger's next fire time), except while ``blocked``;
+    with ``coalesce``, only the last of those due at once. Returns the fire times submitted.
     """
     fired: list[datetime] = []
     now = start
@@ -166,6 +172,7 @@ def simulate(
         stuck = blocked is not None and blocked[0] <= now < blocked[1]
         if not stuck and job.next_run_time is not None and job.next_run_time <= now:
             run_times = job._get_run_times(now)
+            run_times = run_times[-1:] if coalesce else run_times
             inst._on_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, "default", run_times))
             job._modify(next_run_time=job.trigger.get_next_fire_time(run_times[-1], now))
             fired += [t.astimezone(UTC) for t in run_times]
@@ -265,6 +272,74 @@ def test_a_stall_across_the_dst_night_reports_both_fire_times(hub: Hub, capture:
         watch.close()
     times = [e.scheduled_at.strftime("%Y-%m-%dT%H:%M") for e in missed(capture, "nightly")]
     assert times == ["2026-10-25T00:30", "2026-10-25T01:30"]
+
+
+def jittered_job(scheduler: Any, start: datetime, kind: str) -> Job:
+    """An hourly job whose fire times APScheduler delays by up to 20 minutes at random."""
+    if kind == "cron":
+        trigger: Any = CronTrigger(minute=0, timezone=UTC, jitter=1200)
+    else:
+        trigger = IntervalTrigger(hours=1, start_date=start, timezone=UTC, jitter=1200)
+    return Job(
+        scheduler,
+        id="hourly",
+        func=noop,
+        trigger=trigger,
+        executor="default",
+        args=(),
+        kwargs={},
+        name="hourly",
+        misfire_grace_time=1,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=trigger.get_next_fire_time(None, start),
+    )
+
+
+@pytest.mark.parametrize("kind", ["cron", "interval"])
+def test_a_job_with_jitter_that_runs_every_fire_time_is_never_missed(
+    hub: Hub, capture: Capture, kind: str
+) -> None:
+    """APScheduler draws a random delay for each fire time of a job with ``jitter``: the
+    tracker's expectations leave the jitter out and allow it, instead of drawing delays of
+    their own (which called fire times coalesced away, or overdue, though every one ran)."""
+    day = datetime(2026, 11, 23, 0, 10, tzinfo=UTC)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    inst = SchedulerInstrumentation(scheduler, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=60), start_thread=False)
+    job = jittered_job(scheduler, day, kind)
+    inst._learn(job)
+    try:
+        fired = simulate(inst, watch, job, day, day + timedelta(days=2), coalesce=True)
+        assert hub.flush(5)
+    finally:
+        watch.close()
+    assert len(fired) >= 40  # (an interval trigger's jitter adds up: fewer than 48)
+    assert missed(capture, "hourly") == []
+
+
+def test_fire_times_of_a_job_with_jitter_dropped_by_coalescing_are_counted(
+    hub: Hub, capture: Capture
+) -> None:
+    """The fire times a stalled scheduler coalesced away are still counted with jitter."""
+    day = datetime(2026, 11, 23, 0, 10, tzinfo=UTC)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    inst = SchedulerInstrumentation(scheduler, hub)
+    # (a grace longer than the stall: the count comes from coalescing, not the watchdog)
+    watch = SchedulerWatch(inst, WatchdogSettings(grace=6 * 3600), start_thread=False)
+    job = jittered_job(scheduler, day, "cron")
+    inst._learn(job)
+    blocked = (datetime(2026, 11, 23, 5, 30, tzinfo=UTC), datetime(2026, 11, 23, 8, 30, tzinfo=UTC))
+    try:
+        fired = simulate(inst, watch, job, day, day + timedelta(days=1), blocked, coalesce=True)
+        assert hub.flush(5)
+    finally:
+        watch.close()
+    # 06:xx and 07:xx were dropped: 08:xx (due by 08:20) ran when the scheduler woke at 08:30.
+    assert [t.hour for t in fired if 5 <= t.hour <= 9] == [5, 8, 9]
+    (record,) = missed(capture, "hourly")
+    assert record.coalesced == 2
+    assert record.scheduled_at == datetime(2026, 11, 23, 6, tzinfo=UTC)
 
 
 def test_paused_jobs_and_schedulers_are_never_overdue(hub: Hub, capture: Capture) -> None:
@@ -419,7 +494,9 @@ def test_a_job_store_that_blocks_the_scheduler_counts_each_fire_time_once(
     )
     scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
     tracker.instrument(scheduler)
-    scheduler.add_job(func, "interval", seconds=0.2, id="tick", misfire_grace_time=None)
+    # (misfire_grace_time=1: with None the watchdog would leave the late fire times to
+    # the scheduler; 1 s is within the store's block, so it records some of them missed)
+    scheduler.add_job(func, "interval", seconds=0.2, id="tick", misfire_grace_time=1)
     scheduler.start()
     try:
         wait_for(lambda: len(tracker.executions("tick")) >= 2)
@@ -438,3 +515,203 @@ def test_a_job_store_that_blocks_the_scheduler_counts_each_fire_time_once(
     span = round((times[-1] - times[0]).total_seconds() / 0.2) + 1
     assert covered == span, [(e.scheduled_at, e.status, e.coalesced) for e in rows]
     assert {e.status for e in rows} == {Status.SUCCEEDED, Status.MISSED}
+    assert any(e.error_type == "tracker.Overdue" for e in rows)  # the watchdog's, then coalesced
+
+
+def test_a_job_with_jitter_on_a_real_scheduler_gets_no_missed_rows(
+    sqlite_url: str, capture: Capture
+) -> None:
+    """Every fire time of a jittered job runs: no row but succeeded ones (each run used to
+    be followed by a false coalesced ``missed`` row about half the time)."""
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.02, grace=0.05),
+    )
+    scheduler = BackgroundScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(
+        ok_job, "interval", seconds=0.1, jitter=0.05, id="poll", coalesce=True, misfire_grace_time=1
+    )
+    scheduler.start()
+    try:
+        wait_for(lambda: len(capture.finished("poll")) >= 12)
+    finally:
+        scheduler.shutdown(wait=True)
+        tracker.close()
+    assert {e.status for e in capture.finished("poll")} == {Status.SUCCEEDED}
+
+
+def test_with_misfire_grace_time_none_a_late_fire_time_is_one_row(
+    sqlite_url: str, capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``misfire_grace_time=None``: APScheduler runs a fire time however late, so the watchdog
+    does not call it missed (it used to, and the late run then gave the fire time a second
+    row). It says once, in the log, that the job is overdue."""
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, grace=0.2),
+    )
+    scheduler = BackgroundScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(
+        ok_job, "interval", seconds=0.1, id="late", coalesce=False, misfire_grace_time=None
+    )
+    scheduler.start()
+    try:
+        wait_for(lambda: capture.finished("late"))
+        with caplog.at_level(logging.WARNING, logger="tracker.watchdog"):
+            with scheduler._jobstores_lock:  # the scheduler's loop can't process jobs meanwhile
+                # (the warning; or, as it used to, a missed row)
+                wait_for(lambda: "is overdue" in caplog.text or missed(capture, "late"))
+                time.sleep(0.4)  # more looks of the watchdog at the same overdue fire times
+            blocked_until = datetime.now(UTC)
+            wait_for(
+                lambda: [e for e in capture.finished("late") if e.scheduled_at > blocked_until]
+            )
+    finally:
+        scheduler.shutdown(wait=True)
+        tracker.close()
+    rows = sorted(capture.finished("late"), key=lambda e: e.scheduled_at)
+    assert missed(capture, "late") == [], [(e.scheduled_at, e.status) for e in rows]
+    times = [e.scheduled_at for e in rows]
+    assert len(times) == len(set(times))  # one row per fire time
+    assert round((times[-1] - times[0]).total_seconds() / 0.1) + 1 == len(times)  # and each has one
+    # (the burst of late runs may make the scheduler skip a fire time just after it)
+    assert {e.status for e in rows} <= {Status.SUCCEEDED, Status.SKIPPED}
+    overdue = [r for r in caplog.records if "is overdue" in r.getMessage()]
+    assert len(overdue) == 1 and "'late'" in overdue[0].getMessage()
+
+
+def _store_scheduler(store_url: str) -> BackgroundScheduler:
+    return BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=store_url)},
+        timezone="UTC",
+        job_defaults={"coalesce": True, "misfire_grace_time": 60},
+    )
+
+
+def test_a_standby_that_resumes_counts_no_fire_time_the_active_one_ran(
+    sqlite_url: str, store_url: str, capture: Capture
+) -> None:
+    """Active/standby on one job store: the standby, started paused, learned the job's next
+    fire time then. When it resumes after the active one ran the job for a while, it learns
+    the store's jobs afresh: the fire times the active one ran are not coalesced away
+    (they used to become one ``missed`` row counting them all)."""
+    active = _store_scheduler(store_url)
+    active.add_job(noop, "interval", seconds=0.1, id="shared")
+    ran = threading.Semaphore(0)
+    active.add_listener(lambda event: ran.release(), EVENT_JOB_EXECUTED)
+    active.start(paused=True)
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, grace=0.3),
+    )
+    standby = _store_scheduler(store_url)
+    tracker.instrument(standby)
+    standby.start(paused=True)
+    try:
+        active.resume()
+        for _ in range(5):
+            assert ran.acquire(timeout=5)
+        active.shutdown(wait=True)
+        standby.resume()
+        wait_for(lambda: len(capture.finished("shared")) >= 3)
+    finally:
+        if active.running:
+            active.shutdown(wait=False)
+        standby.shutdown(wait=True)
+        tracker.close()
+    assert missed(capture, "shared") == []
+    assert {e.status for e in capture.finished("shared")} == {Status.SUCCEEDED}
+
+
+def test_a_paused_standby_reports_no_job_as_vanished(
+    hub: Hub, capture: Capture, store_url: str
+) -> None:
+    """A paused scheduler (a standby) does not follow its jobs: one the active scheduler
+    removes through itself is not reported vanished, while paused nor once resumed."""
+    active = _store_scheduler(store_url)
+    active.add_job(noop, "interval", hours=1, id="report")
+    active.add_job(noop, "interval", hours=1, id="kept")
+    active.start(paused=True)
+    standby = _store_scheduler(store_url)
+    inst = SchedulerInstrumentation(standby, hub)
+    watch = SchedulerWatch(inst, WatchdogSettings(), start_thread=False)
+    standby.start(paused=True)
+    try:
+        assert set(inst.registry.jobs) == {"report", "kept"}
+        active.remove_job("report")
+        assert watch.check_vanished(confirm=0) == []
+        standby.resume()
+        assert set(inst.registry.jobs) == {"kept"}  # learned afresh: forgotten, not vanished
+        assert watch.check_vanished(confirm=0) == []
+        assert hub.flush(5)
+    finally:
+        watch.close()
+        active.shutdown(wait=False)
+        standby.shutdown(wait=False)
+    assert capture.of(JobVanished) == []
+
+
+@pytest.fixture
+def redis_store() -> Iterator[tuple[Any, str]]:
+    """A Redis client and the key prefix of a RedisJobStore's keys, deleted after the test."""
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379, db=15, socket_connect_timeout=2)
+        client.ping()
+    except Exception as exc:
+        need(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    prefix = f"tracker-test-{uuid.uuid4().hex[:8]}"
+    yield client, prefix
+    client.delete(f"{prefix}.jobs", f"{prefix}.run_times")
+    client.close()
+
+
+def test_a_job_the_redis_store_cannot_restore_is_reported_once_under_its_id(
+    sqlite_url: str, capture: Capture, redis_store: tuple[Any, str]
+) -> None:
+    """RedisJobStore logs the id of a job it can't restore as bytes: it is decoded, so the
+    notice names the job (it said "b'sync'"), and the job is forgotten (a second notice
+    followed, from the comparison with the store)."""
+    from apscheduler.jobstores.redis import RedisJobStore
+
+    client, prefix = redis_store
+    tracker = Tracker(
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02),
+        sinks=[capture],
+        metrics=False,
+        watchdog=WatchdogSettings(interval=0.05, vanish_interval=0.1),
+    )
+    store = RedisJobStore(
+        host="127.0.0.1", port=6379, db=15, jobs_key=f"{prefix}.jobs",
+        run_times_key=f"{prefix}.run_times",
+    )  # fmt: skip
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    tracker.instrument(scheduler)
+    scheduler.add_job(ok_job, "interval", hours=1, id="sync")
+    scheduler.add_job(ok_job, "interval", hours=1, id="kept")
+    scheduler.start()
+    try:
+        state = pickle.loads(client.hget(f"{prefix}.jobs", "sync"))
+        state["func"] = "support:no_such_function"
+        client.hset(f"{prefix}.jobs", "sync", pickle.dumps(state))
+        (notice,) = wait_for(lambda: capture.of(JobVanished))
+        time.sleep(1.0)  # the watchdog compares the jobs with the store a few more times
+    finally:
+        scheduler.shutdown(wait=False)
+        tracker.close()
+        store.redis.close()  # (a look at the store during the shutdown may have reconnected)
+    assert notice.job_id == "sync" and "could not restore it" in notice.reason
+    assert [n.job_id for n in capture.of(JobVanished)] == ["sync"]

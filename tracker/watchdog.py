@@ -13,7 +13,10 @@ At the deadline of a run (its job's ``@tracked_job(max_runtime=...)``, else
 * publishes a :class:`~tracker.RunTimedOut` notice (the alert sink turns it into a
   ``timed_out`` alert) and logs a warning;
 * with ``cancel_async=True``, cancels the asyncio task of an ``async`` job run by a
-  scheduler. A thread can't be stopped: a sync job keeps running.
+  scheduler: on the task's loop, and only if that run is still going then (a run that
+  blocks its loop ends before the loop can cancel anything, and the task may have gone on
+  to the job's next fire time, which is left alone). A thread can't be stopped: a sync
+  job keeps running.
 
 Scheduler-aware checks (overdue fire times, vanished jobs) plug in with
 :meth:`Watchdog.add_check`; see :mod:`tracker.integrations.apscheduler.watchdog`.
@@ -233,7 +236,7 @@ class Watchdog:
             run.job_id,
             run.run_id,
             limit,
-            "; its task was cancelled" if cancelled else "",
+            "; cancelling its task" if cancelled else "",
         )
         self.hub._publish(
             RunTimedOut(
@@ -250,8 +253,18 @@ class Watchdog:
             return False
         loop, task = target
         message = f"cancelled by the tracker watchdog: ran past its max_runtime of {limit:g} s"
+        hub = self.hub
+
+        def cancel() -> None:
+            # On the loop, maybe much later (a run that blocks its loop holds this back).
+            # The task may have ended this run meanwhile and gone on to another: APScheduler
+            # runs several fire times of a job one after the other in one task. Cancel only
+            # the run that passed its deadline, while it still runs.
+            if hub.is_live(run) and run.extras.get(_TASK) is target:
+                task.cancel(message)
+
         try:
-            loop.call_soon_threadsafe(task.cancel, message)
+            loop.call_soon_threadsafe(cancel)
         except RuntimeError:  # the loop is closed: the run is ending anyway
             return False
         return True

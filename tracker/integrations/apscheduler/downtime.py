@@ -32,6 +32,7 @@ from ..._ids import new_run_id
 from ..._record import Execution, Status
 from ...sinks.database.rows import stored_job_id
 from ...sinks.database.schema import executions, instances
+from .registry import without_jitter
 
 logger = logging.getLogger("tracker.apscheduler")
 
@@ -137,7 +138,8 @@ def record_downtime(
         accounted = max((m for m in (missed_at, others) if m is not None), default=None)
         until = min(started, next_run.astimezone(UTC))
         try:
-            count, first, last = missed_while_down(trigger, last_run, accounted, until)
+            schedule, _ = without_jitter(trigger)  # (asked again, the jitter draws anew)
+            count, first, last = missed_while_down(schedule, last_run, accounted, until)
         except Exception:  # a trigger that cannot say: nothing to claim
             logger.exception("tracker could not compute the fire times of job %r", job_id)
             continue

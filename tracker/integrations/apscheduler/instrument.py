@@ -10,6 +10,9 @@ Listeners turn scheduler events into records:
 * fire times dropped by coalescing — one ``missed`` record whose ``coalesced`` field
   says how many fire times it stands for.
 * job added/modified/removed, paused/resumed — :class:`~tracker.JobState` updates.
+* the scheduler resumed — every job learned again from its store: while it was paused,
+  another scheduler sharing the store (the active one, for a standby) may have run,
+  changed or removed them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from apscheduler.events import (
     EVENT_JOB_MODIFIED,
     EVENT_JOB_REMOVED,
     EVENT_JOB_SUBMITTED,
+    EVENT_SCHEDULER_RESUMED,
     EVENT_SCHEDULER_STARTED,
     JobEvent,
     JobExecutionEvent,
@@ -52,6 +56,7 @@ logger = logging.getLogger("tracker.apscheduler")
 
 MASK = (
     EVENT_SCHEDULER_STARTED
+    | EVENT_SCHEDULER_RESUMED
     | EVENT_JOB_ADDED
     | EVENT_JOB_MODIFIED
     | EVENT_JOB_REMOVED
@@ -112,6 +117,7 @@ class SchedulerInstrumentation:
             EVENT_JOB_REMOVED: self._on_removed,
             EVENT_ALL_JOBS_REMOVED: self._on_all_removed,
             EVENT_SCHEDULER_STARTED: self._on_started,
+            EVENT_SCHEDULER_RESUMED: self._on_resumed,
         }
         self._mask = MASK
         self._needs_outcomes = False  # once a job needs EXECUTED/ERROR, they stay asked for
@@ -190,10 +196,19 @@ class SchedulerInstrumentation:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def scan(self) -> None:
-        """Learn every job of every store (on start, or when attached to a running scheduler)."""
-        for job in self.scheduler.get_jobs():
+    def scan(self, *, forget_missing: bool = False) -> None:
+        """Learn every job of every store (on start, or when attached to a running scheduler).
+
+        With ``forget_missing``, known jobs no longer in any store are forgotten (not
+        reported vanished): on resume, when another scheduler may have removed them.
+        """
+        before = set(self.registry.jobs) if forget_missing else set()
+        jobs = self.scheduler.get_jobs()
+        for job in jobs:
             self._learn(job)
+        if forget_missing:
+            for job_id in before.difference(job.id for job in jobs):
+                self._forget(job_id)
         if not self._needs_outcomes:
             self._set_mask(MASK & ~OUTCOMES)
 
@@ -350,6 +365,13 @@ class SchedulerInstrumentation:
     def _on_started(self, event: SchedulerEvent) -> None:
         self.scan()
 
+    def _on_resumed(self, event: SchedulerEvent) -> None:
+        # Dispatched before the scheduler's first look at its due jobs. A paused scheduler
+        # does not advance its jobs, but another one sharing the store (the active instance,
+        # for a standby) may have: their next fire times are the stores', not those learned
+        # before the pause (which would make every fire time it ran look coalesced away).
+        self.scan(forget_missing=True)
+
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         # On the scheduler's thread for every run: the usual case (a known job recorded from
         # inside its runs, fired on time) takes as few calls as it can.
@@ -386,7 +408,10 @@ class SchedulerInstrumentation:
             # submission is. Nothing to advance, and it must not come back as a paused job.
             return
         try:
-            nxt = known.trigger.get_next_fire_time(run_times[-1], datetime.now(UTC))
+            # Without the job's jitter (``schedule``): the trigger would draw another random
+            # delay than APScheduler did. The scheduler's next fire time is this one, or up
+            # to the jitter later.
+            nxt = known.schedule.get_next_fire_time(run_times[-1], datetime.now(UTC))
         except Exception:
             nxt = None
         nxt = nxt.astimezone(UTC) if nxt is not None else None
@@ -400,11 +425,19 @@ class SchedulerInstrumentation:
         expected = known.expected_next
         if expected is None or expected >= first_run_time:
             return
+        # With jitter, ``expected`` is the earliest the scheduler's next fire time can be; it
+        # drew up to ``jitter`` more: only fire times more than that before the one submitted
+        # were dropped. (For an interval trigger the random delays add up from one fire time
+        # to the next, so a long gap's count may exceed the dropped fire times by a few.)
+        jitter = known.jitter
+        last = first_run_time - jitter if jitter is not None else first_run_time
+        if expected >= last:
+            return
         count = 0
         first: datetime | None = None
         current: datetime | None = expected
-        trigger = known.trigger
-        while current is not None and current < first_run_time and count < _MAX_COUNTED:
+        trigger = known.schedule
+        while current is not None and current < last and count < _MAX_COUNTED:
             # Not those the watchdog recorded missed already (it saw them overdue while the
             # scheduler was blocked): each fire time is counted once.
             if (known.job_id, current.astimezone(UTC)) not in self._missed:

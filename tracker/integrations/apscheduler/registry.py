@@ -8,11 +8,13 @@ the submission of its last run.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.util import iscoroutinefunction_partial
 
 from ..._decorator import job_options
@@ -20,6 +22,39 @@ from ..._record import JobState
 
 _REMOVED_KEPT = 10_000
 _new_state = JobState._make
+
+
+def without_jitter(trigger: Any) -> tuple[Any, float]:
+    """``trigger`` without its random ``jitter`` (a copy; the trigger itself when it has none),
+    and the most the jitter delays a fire time, in seconds.
+
+    APScheduler adds up to ``jitter`` seconds, drawn at random, to each fire time: asking the
+    trigger itself again draws another delay than the one the scheduler drew. Without it, each
+    fire time is the earliest the scheduler's can be; the scheduler's is at most the returned
+    seconds later. The jitters of the triggers a combining trigger (``OrTrigger``,
+    ``AndTrigger``) is made of count too.
+    """
+    try:
+        own = float(getattr(trigger, "jitter", None) or 0.0)
+    except (TypeError, ValueError):
+        own = 0.0
+    parts: list[Any] | None = None
+    inner = 0.0
+    if isinstance(trigger, BaseCombiningTrigger):
+        plain = [without_jitter(t) for t in trigger.triggers]
+        inner = max((slack for _, slack in plain), default=0.0)
+        if inner:
+            parts = [t for t, _ in plain]
+    if not own and not inner:
+        return trigger, 0.0
+    try:
+        copied = copy.copy(trigger)
+        copied.jitter = None
+        if parts is not None:
+            copied.triggers = parts
+    except Exception:  # a trigger that can't be copied: its own fire times, jitter and all
+        return trigger, own + inner
+    return copied, own + inner
 
 
 @dataclass(slots=True)
@@ -48,6 +83,20 @@ class KnownJob:
     replaced_in_run_at: datetime | None = None
     """When it replaced a job whose runs were recorded from inside, if it did: a run of that
     one, due before then, may still end (and its end be announced) after."""
+    schedule: Any = None
+    """Its trigger without jitter (the trigger itself when it has none): fire times computed
+    with it are the earliest the scheduler's can be. Set from ``trigger`` when not given."""
+    jitter: timedelta | None = None
+    """The most APScheduler's ``jitter`` delays a fire time past ``schedule``'s (``None``:
+    no jitter, the scheduler's fire times are ``schedule``'s)."""
+    late_noted: datetime | None = None
+    """The overdue fire time the watchdog last logged, for a job it does not call missed
+    (``misfire_grace_time=None``): logged once, not on every look."""
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            self.schedule, slack = without_jitter(self.trigger)
+            self.jitter = timedelta(seconds=slack) if slack else None
 
     @classmethod
     def from_job(cls, job: Any) -> KnownJob:

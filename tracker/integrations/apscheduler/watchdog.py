@@ -8,14 +8,23 @@
   event for the same fire time, if it comes later, is not recorded again). This
   catches a scheduler that is blocked, a job store that can't be read, an event loop
   that a job stalled. Paused jobs and a paused or stopped scheduler are never overdue,
-  and the grace counts from when the scheduler was (re)started.
+  and the grace counts from when the scheduler was (re)started. A job with ``jitter``
+  gets the jitter on top of the grace (its fire times here are its trigger's without
+  jitter, the earliest APScheduler's can be). A job with ``misfire_grace_time=None`` is
+  never called missed here: APScheduler runs the fire time however late (or, coalescing,
+  drops it, and the integration counts it missed then); the watchdog logs a warning, once
+  per fire time, that it is overdue. A scheduler that stopped submitting altogether is
+  still reported by its jobs with a finite grace, and by the ``JobOverdue`` Prometheus
+  rule.
 * **Vanished.** A job store that can't restore a job (its function was renamed, its
   pickle broke) logs ``Unable to restore job "x" -- removing it`` and deletes it without
   any event: that log line is caught at once. Every ``vanish_interval`` seconds the
   known jobs are also compared with ``scheduler.get_jobs()`` (on a thread of its own,
   since a job store may be slow), for jobs deleted behind the scheduler's back.
   Either way a :class:`~tracker.JobVanished` notice is published and the job is
-  forgotten (a :class:`~tracker.JobState` with ``removed=True``).
+  forgotten (a :class:`~tracker.JobState` with ``removed=True``). While the scheduler is
+  paused (a standby sharing its job store with an active instance, which may remove
+  jobs), the comparison is not made; resuming learns the stores' jobs afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
+from apscheduler.schedulers.base import STATE_RUNNING
 
 from ..._ids import new_run_id
 from ..._record import Execution, JobVanished, Status
@@ -136,11 +145,15 @@ class SchedulerWatch:
     def _overdue(self, known: KnownJob, now: datetime, since: datetime | None) -> Execution | None:
         expected = known.expected_next
         assert expected is not None
-        grace = timedelta(seconds=max(self.grace, known.misfire_grace_time or 0.0))
+        misfire = known.misfire_grace_time
+        grace = timedelta(seconds=max(self.grace, misfire or 0.0))
+        # Fire times here are the trigger's without jitter: the scheduler's may come up to the
+        # jitter later, and are only overdue once that has passed too.
+        wait = grace + known.jitter if known.jitter is not None else grace
 
         def due(fire_time: datetime) -> bool:
             start = fire_time if since is None or fire_time >= since else since
-            return start + grace <= now
+            return start + wait <= now
 
         if not due(expected):
             return None
@@ -150,7 +163,7 @@ class SchedulerWatch:
             # Its run started: not missed (a job store that blocks the scheduler delays the
             # announcement of the submission, not the run). Watch the fire times after it.
             try:
-                nxt = known.trigger.get_next_fire_time(started, started + _TICK)
+                nxt = known.schedule.get_next_fire_time(started, started + _TICK)
             except Exception:
                 nxt = None
             with inst._lock:
@@ -160,11 +173,27 @@ class SchedulerWatch:
                 ):
                     known.expected_next = nxt.astimezone(UTC) if nxt is not None else None
             return None
+        if misfire is None:
+            # misfire_grace_time=None: APScheduler runs this fire time however late it is
+            # (or, coalescing, drops it then and the integration counts it missed). Calling it
+            # missed now would give the fire time two rows: say it is late, once, and wait.
+            if known.late_noted != expected:
+                known.late_noted = expected
+                logger.warning(
+                    "job %r is overdue: no run started for the fire time %s within %g s; "
+                    "with misfire_grace_time=None it is not recorded missed (it runs when the "
+                    "scheduler catches up)",
+                    known.job_id,
+                    expected.isoformat(),
+                    wait.total_seconds(),
+                )
+                self._wake.set()  # a job that stopped firing may have vanished: look now
+            return None
         times = [expected]
         following: datetime | None = None
         while len(times) < _MAX_TIMES:
             try:
-                nxt = known.trigger.get_next_fire_time(times[-1], times[-1] + _TICK)
+                nxt = known.schedule.get_next_fire_time(times[-1], times[-1] + _TICK)
             except Exception:
                 nxt = None
             if nxt is None or nxt <= times[-1]:
@@ -185,12 +214,12 @@ class SchedulerWatch:
         if len(claimed) == 1:
             message = (
                 f"No run started for the fire time {first.isoformat()} within "
-                f"{grace.total_seconds():g} s: the scheduler did not submit it."
+                f"{wait.total_seconds():g} s: the scheduler did not submit it."
             )
         else:
             message = (
                 f"No run started for {len(claimed)} fire times from {first.isoformat()} to "
-                f"{claimed[-1].isoformat()} within {grace.total_seconds():g} s of each: "
+                f"{claimed[-1].isoformat()} within {wait.total_seconds():g} s of each: "
                 "the scheduler did not submit them."
             )
         record = Execution(
@@ -231,7 +260,10 @@ class SchedulerWatch:
         (a remove made through the scheduler announces itself just after the store
         forgot the job). Returns the ids reported.
         """
-        if not self.attached or self.scheduler.state == STATE_STOPPED:
+        if not self.attached or self.scheduler.state != STATE_RUNNING:
+            # Stopped, or paused: a paused scheduler (a standby sharing its job store with an
+            # active one) does not follow its jobs; the other scheduler may remove them.
+            # Resuming learns the stores afresh.
             return []
         inst = self.instrumentation
         known = [
@@ -249,6 +281,8 @@ class SchedulerWatch:
             return []
         if confirm > 0 and self._stop.wait(confirm):
             return []
+        if self.scheduler.state != STATE_RUNNING:
+            return []  # paused (or stopped) meanwhile
         gone = []
         for job_id in candidates:
             if job_id not in inst.registry.jobs:
@@ -304,7 +338,10 @@ class _RestoreFailures(logging.Handler):
             stores: Any = getattr(self.watch.scheduler, "_jobstores", {})
             if alias not in stores or not self.watch.attached:
                 return
-            job_id = str(record.args[0])
+            job_id = record.args[0]
+            if isinstance(job_id, bytes | bytearray):  # RedisJobStore logs the raw hash key
+                job_id = bytes(job_id).decode("utf-8", "backslashreplace")
+            job_id = str(job_id)
             error = record.exc_info[1] if record.exc_info else None
             why = f": {type(error).__name__}: {error}" if error is not None else ""
             self.watch.report_vanished(
