@@ -446,7 +446,7 @@ class AlertSink(BaseSink):
                     f"{label} is still running after its max_runtime of {duration(max_runtime)}"
                 )
                 if t.timed_out.cancelled:
-                    summary += "; its task was cancelled"
+                    summary += "; its task is being cancelled"
             else:
                 summary = f"{label} ran past its max_runtime"
                 if e is not None and e.duration_s is not None:
