@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -59,7 +60,8 @@ def _build(
 ) -> tuple[FastAPI, Tracker, Any]:
     tracker = Tracker(
         url,
-        settings=TrackerSettings(flush_interval=0.02),
+        # (tests write made-up history for the app's jobs, dated 2024: not a downtime)
+        settings=TrackerSettings(flush_interval=0.02, missed_while_down=False),
         registry=CollectorRegistry(),
         metrics=metrics,
     )
@@ -406,6 +408,33 @@ def test_run_now_records_a_manual_run_and_keeps_the_schedule(api_db: Api) -> Non
     assert (entry["action"], entry["job_id"], entry["actor"]) == ("run", "nightly", "api")
     assert body["manual_job_id"] in entry["detail"]
     assert entry["id"] == body["audit_id"]
+
+
+def test_run_now_of_a_job_with_its_max_instances_going_is_a_conflict(api_db: Api) -> None:
+    """A job that must not overlap (max_instances=1) is not run again while its run goes on:
+    409 with the reason, nothing started; once it ended, running it now works."""
+    release = threading.Event()
+    api_db.scheduler.add_job(
+        support.wait_job, "interval", hours=1, args=[release], id="exclusive", max_instances=1
+    )
+    assert api_db.client.post("/jobs/exclusive/run", headers=AUTH).status_code == 202
+    try:
+        support.wait_for(lambda: api_db.tracker.hub.live_runs())
+        refused = api_db.client.post("/jobs/exclusive/run", headers=AUTH)
+        assert refused.status_code == 409
+        assert "1 run(s) in progress (max_instances=1)" in refused.json()["detail"]
+        assert len(api_db.tracker.hub.live_runs()) == 1
+    finally:
+        release.set()
+    support.wait_for(lambda: not api_db.tracker.hub.live_runs())
+    support.wait_for(
+        lambda: api_db.client.post("/jobs/exclusive/run", headers=AUTH).status_code == 202
+    )
+    api_db.tracker.flush()
+    support.wait_for(
+        lambda: len(api_db.tracker.executions(job_id="exclusive", status="succeeded")) == 2
+    )
+    assert [a["action"] for a in api_db.audit()].count("run") == 2
 
 
 def test_pause_and_resume_are_applied_and_audited(api_db: Api) -> None:

@@ -223,11 +223,11 @@ class Tracker:
                 existing.detach()
             instrumentation = SchedulerInstrumentation(scheduler, self.hub)
             self._instrumentations.append(instrumentation)
-            # Fire times that passed while no scheduler ran the jobs: checked at each start.
-            from .integrations.apscheduler.downtime import watch_starts
+            if self.settings.missed_while_down:  # checked at each start of the scheduler
+                from .integrations.apscheduler.downtime import watch_starts
 
-            listener = watch_starts(scheduler, self.hub, self.engine, self.flush)
-            self._start_listeners.append((scheduler, listener))
+                listener = watch_starts(scheduler, self.hub, self.engine, self.flush)
+                self._start_listeners.append((scheduler, listener))
             if self.watchdog is not None:
                 from .integrations.apscheduler.watchdog import attach
 

@@ -102,3 +102,8 @@ class TrackerSettings(Settings):
         gt=0,
         description="An instance silent this long is dead: its running rows become interrupted.",
     )
+    missed_while_down: bool = Field(
+        default=True,
+        description="When a scheduler starts, record the fire times that fell due while no "
+        "tracked scheduler ran (the service down) as one `missed` row per job.",
+    )

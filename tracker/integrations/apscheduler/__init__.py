@@ -1,5 +1,5 @@
 """APScheduler 3 integration: listeners, a registry of known jobs, and in-run resolution."""
 
-from .instrument import SchedulerInstrumentation, instrumentation_for
+from .instrument import RunsInProgress, SchedulerInstrumentation, instrumentation_for
 
-__all__ = ["SchedulerInstrumentation", "instrumentation_for"]
+__all__ = ["RunsInProgress", "SchedulerInstrumentation", "instrumentation_for"]

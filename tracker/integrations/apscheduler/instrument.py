@@ -76,6 +76,19 @@ _MANUAL_KEPT = 1_000
 _MISSED_KEPT = 10_000
 
 
+class RunsInProgress(RuntimeError):
+    """:meth:`SchedulerInstrumentation.run_now` of a job whose ``max_instances`` runs are going."""
+
+    def __init__(self, job_id: str, going: int, max_instances: int) -> None:
+        super().__init__(
+            f"job {job_id!r} has {going} run(s) in progress and max_instances={max_instances}: "
+            "not started again"
+        )
+        self.job_id = job_id
+        self.going = going
+        self.max_instances = max_instances
+
+
 class CoroutineNeverAwaited(RuntimeError):
     """An ``async def`` job ran on an executor that does not await coroutines: it never ran."""
 
@@ -142,13 +155,19 @@ class SchedulerInstrumentation:
         The run goes through the scheduler as a one-shot copy of the job (same function,
         arguments, executor and store) whose records carry the original job's id.
         Returns the one-shot job's id. Raises APScheduler's ``JobLookupError`` for an
-        unknown job.
+        unknown job, and :class:`RunsInProgress` when the job has ``max_instances`` runs in
+        progress already (its scheduled ones and earlier manual ones): a job that must not
+        overlap is not made to. (A fire time falling due while a manual run goes on is not
+        held back by it: APScheduler counts the one-shot copy apart.)
         """
         from apscheduler.jobstores.base import JobLookupError
 
         job = self.scheduler.get_job(job_id)
         if job is None:
             raise JobLookupError(job_id)
+        going = self.runs_in_progress(job_id, job.executor)
+        if going is not None and going >= job.max_instances:
+            raise RunsInProgress(job_id, going, job.max_instances)
         manual_id = f"{job_id}#manual-{new_run_id()[-12:]}"
         with self._lock:
             self._manual[manual_id] = job_id
@@ -170,6 +189,19 @@ class SchedulerInstrumentation:
             misfire_grace_time=None,
         )
         return manual_id
+
+    def runs_in_progress(self, job_id: str, executor: str) -> int | None:
+        """How many runs of the job (manual ones included) its executor has going, if it says
+        (APScheduler's executors count them per job id for ``max_instances``)."""
+        counts = getattr(self.scheduler._executors.get(executor), "_instances", None)
+        if not isinstance(counts, dict):
+            return None
+        manual = f"{job_id}#manual-"
+        return sum(
+            int(n)
+            for key, n in list(counts.items())
+            if key == job_id or str(key).startswith(manual)
+        )
 
     def claim_missed(self, job_id: str, scheduled_at: datetime) -> bool:
         """Whether the fire time is not yet recorded as ``missed``; claims it if so.

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..._exceptions import InvalidScheduleError
 from ..._tracker import Tracker
 from ..apscheduler import instrumentation_for
+from ..apscheduler.instrument import RunsInProgress
 from .audit import AuditEntry, AuditLog
 from .common import (
     AUTH_ERRORS,
@@ -199,7 +200,7 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         operation_id="tracker_run_job",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=ActionOut,
-        responses={**AUTH_ERRORS, **NOT_FOUND},
+        responses={**AUTH_ERRORS, **NOT_FOUND, **CONFLICT},
     )
     def run_job(ctx: Ctx, actor: Actor, request: Request, job_id: JobId) -> ActionOut:
         """Run once now (a one-shot copy), recorded as origin manual; the schedule is untouched."""
@@ -211,6 +212,12 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
             manual_id = tracker.instrument(scheduler).run_now(job_id)
         except JobLookupError:
             raise not_found(job_id) from None
+        except RunsInProgress as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"Job {job_id!r} has {exc.going} run(s) in progress (max_instances="
+                f"{exc.max_instances}): not started again; try when it has finished",
+            ) from None
         return done(
             tracker,
             request,
