@@ -4,21 +4,35 @@ either process dies. Outages and shutdown spills are in test_durability.py (both
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 import support
+from apscheduler.events import EVENT_JOB_EXECUTED
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import create_engine, select
 
-from tracker import ConfigurationError, Status, Tracker, TrackerSettings, tracked_job
-from tracker.sinks.database import DatabaseSink, ProcessDatabaseSink
+from tracker import (
+    ConfigurationError,
+    Execution,
+    Status,
+    Tracker,
+    TrackerSettings,
+    tracked_job,
+)
+from tracker._ids import new_run_id
+from tracker.sinks.database import DatabaseSink, ProcessDatabaseSink, instances
 
 
 @tracked_job(tags={"team": "billing"})
@@ -423,3 +437,415 @@ def test_the_run_rows_the_hub_sends_make_its_records_to_the_microsecond() -> Non
     finally:
         hub.close()
     assert len(made_ids) == 5_000
+
+
+# -- regressions found in review of the writer process --------------------------------------
+
+
+def _record(instance: str, status: Status = Status.RUNNING, **fields: object) -> Execution:
+    """A run's record: ``running``, or ended with ``status`` (same run: ``.evolve(status=...)``)."""
+    now = datetime.now(UTC)
+    return Execution(
+        run_id=new_run_id(),
+        job_id="job",
+        job_name="job",
+        status=status,
+        scheduled_at=now,
+        started_at=now,
+        instance=instance,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _ended(record: Execution) -> Execution:
+    return record.evolve(
+        status=Status.SUCCEEDED, finished_at=datetime.now(UTC), duration_s=0.1, lateness_s=0.0
+    )
+
+
+def _statuses(sqlite_url: str) -> dict[str, str]:
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        return dict(conn.execute("SELECT run_id, status FROM job_executions").fetchall())
+
+
+def test_a_full_buffer_keeps_one_record_per_run_as_the_thread_writer_does(
+    sqlite_url, tmp_path
+) -> None:
+    """While the database is locked, runs announced ``running`` that then end take one place
+    each in ``buffer_size``, not two: the final state takes the place of the ``running`` one
+    (60 runs, bound 100: none dropped; the final states used to be cut, leaving rows
+    ``running`` for good)."""
+    settings = TrackerSettings(
+        flush_interval=0.02, database_writer="process", buffer_size=100, spill_dir=tmp_path
+    )
+    tracker = Tracker(sqlite_url, settings=settings, metrics=False, watchdog=False)
+    sink = tracker.database
+    assert isinstance(sink, ProcessDatabaseSink)
+    release = threading.Event()
+
+    @tracked_job
+    def long_run() -> None:
+        release.wait(10)
+
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        runs = [threading.Thread(target=long_run) for _ in range(60)]
+        for run in runs:
+            run.start()
+        support.wait_for(lambda: sink.pending == 60)  # each announced `running`
+        release.set()
+        for run in runs:
+            run.join()
+        assert not tracker.flush(timeout=0.5)  # (every final state handed to the sink by then)
+        assert tracker.stats().dropped == {}
+        assert sink.pending == 60
+        holder.execute("COMMIT")
+        assert tracker.flush(timeout=10)
+    finally:
+        holder.close()
+        tracker.close()
+    assert sorted(_statuses(sqlite_url).values()) == ["succeeded"] * 60
+
+
+def test_past_the_bound_new_running_states_are_dropped_before_final_ones(
+    sqlite_url, tmp_path
+) -> None:
+    """Bound 4, three runs waiting as ``running``, then the end of one of them, two new runs
+    ``running`` and one new run ended: the ended run's ``running`` record makes room for its
+    final state, and of the rest the two ``running`` states are dropped (and counted), not
+    the final one."""
+    drops: list[int] = []
+    sink = ProcessDatabaseSink(
+        sqlite_url,
+        instance="bounded",
+        buffer_size=4,
+        spill_dir=tmp_path,
+        interval=0.02,
+        on_drop=lambda _name, count: drops.append(count),
+    )
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        first, second, third = (_record("bounded") for _ in range(3))
+        sink.handle([first, second, third])
+        late_running, late_ended, last_running = (_record("bounded") for _ in range(3))
+        sink.handle([_ended(first), late_running, _ended(late_ended), last_running])
+        assert drops == [2]
+        assert sink.pending == 4
+        holder.execute("COMMIT")
+        assert sink.flush(timeout=10)
+    finally:
+        holder.close()
+        sink.close(timeout=5)
+    assert _statuses(sqlite_url) == {
+        first.run_id: "succeeded",
+        second.run_id: "running",
+        third.run_id: "running",
+        late_ended.run_id: "succeeded",
+    }
+
+
+def test_job_ids_and_names_of_str_subclasses_reach_the_writer_process_as_text(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    """A job id (and an instance id) that is a ``StrEnum`` member of the service's ``__main__``
+    (the writer process cannot import it: it died on each batch, was started again into the
+    same batch forever, and nothing more was written) and a name of a class defined in a
+    function (cannot be pickled at all) are written as their text, with the runs of the other
+    jobs."""
+    jobs = enum.StrEnum(
+        "Jobs", {"REPORT": "daily_report", "INSTANCE": "billing-1"}, module="__main__"
+    )
+    monkeypatch.setattr(sys.modules["__main__"], "Jobs", jobs, raising=False)
+
+    class Local(str):
+        pass
+
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    tracker = Tracker(
+        sqlite_url, settings=settings, metrics=False, watchdog=False, instance=jobs.INSTANCE
+    )
+    assert type(tracker.instance) is str
+    assert tracker.hub._run_rows  # the hub's run rows, then records (below)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+    ran = threading.Event()
+    scheduler.add_listener(lambda _event: ran.set(), EVENT_JOB_EXECUTED)
+    try:
+        scheduler.start()
+        scheduler.add_job(support.ok_job, "date", id=jobs.REPORT, name=Local("daily report"))
+        assert ran.wait(10)
+        tracker.hub.record(_record(tracker.instance, Status.SUCCEEDED)._replace(job_id=Local("x")))
+        support.ok_job()
+        assert tracker.flush(timeout=10)
+        sink = tracker.database
+        assert isinstance(sink, ProcessDatabaseSink)
+        assert sink.restarts == 0
+        assert tracker.stats().sink_errors == {} and tracker.stats().dropped == {}
+        (report,) = tracker.executions(job_id="daily_report")
+        assert (report.job_name, report.status) == ("daily report", Status.SUCCEEDED)
+        assert len(tracker.executions(job_id="x")) == 1
+        assert len(tracker.executions(job_id="ok_job")) == 1
+    finally:
+        scheduler.shutdown()
+        tracker.close()
+
+
+def test_a_record_that_cannot_be_pickled_is_dropped_and_counted(sqlite_url, tmp_path, caplog):
+    """A record holding a value that cannot be pickled (a tag that is a function) is dropped,
+    counted and logged, and the records beside it are written. (Its batch used to be lost
+    without a word: never sent, then taken as durable once a later batch was.)"""
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    with Tracker(sqlite_url, settings=settings, metrics=False, watchdog=False) as tracker:
+        good = [_record(tracker.instance, Status.SUCCEEDED) for _ in range(5)]
+        bad = _record(tracker.instance, Status.SUCCEEDED, tags={"when": lambda: 0})
+        for record in [*good[:2], bad, *good[2:]]:
+            tracker.hub.record(record)
+        assert tracker.flush(timeout=10)
+        assert tracker.stats().dropped == {"database": 1}
+        assert tracker.stats().sink_errors == {}
+        assert f"dropped; the first: run {bad.run_id} of job 'job'" in caplog.text
+    assert set(_statuses(sqlite_url)) == {r.run_id for r in good}
+
+
+def test_a_short_flush_never_makes_a_starting_writer_act_as_if_the_service_died(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    """flush(0.05) right after the writer process was killed starts another, which is not
+    ready within 0.05 s: the flush returns ``False`` and the writer goes on starting. (It used
+    to be given up on by closing its input, which a writer reads as the service's death: it
+    marked the instance stopped and closed the live run as ``interrupted``.)"""
+    from tracker.sinks.database import process_writer
+
+    children: list[object] = []
+    real_child = process_writer._Child
+
+    def counted_child(*args: object, **kwargs: object) -> object:
+        children.append(real_child(*args, **kwargs))
+        return children[-1]
+
+    monkeypatch.setattr(process_writer, "_Child", counted_child)
+    sink = ProcessDatabaseSink(sqlite_url, instance="live", spill_dir=tmp_path, interval=0.02)
+    try:
+        running = _record("live")
+        sink.handle([running])
+        assert sink.flush(timeout=10)
+        first = sink.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        support.wait_for(lambda: sink.pid is None)
+        # (No tick here, no sink worker: only these flushes start another, after 1 s.)
+        deadline = time.monotonic() + 5
+        while sink.restarts == 0:
+            assert time.monotonic() < deadline
+            sink.flush(timeout=0.05)  # (true: nothing is pending)
+        support.wait_for(lambda: (sink.tick(), sink.healthy)[1], timeout=15)
+        assert len(children) == 2, "the writer started by flush() was given up on"
+        assert _statuses(sqlite_url) == {running.run_id: "running"}
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+            stopped = conn.execute(
+                "SELECT stopped_at FROM tracker_instances WHERE instance = 'live'"
+            ).fetchone()
+        assert stopped == (None,)
+    finally:
+        sink.close(timeout=5)
+
+
+def test_a_run_spilled_by_the_service_is_written_as_it_ended(sqlite_url, tmp_path) -> None:
+    """The writer process stops answering (SIGSTOP) while a run is announced ``running`` and
+    then ends: close() spills both from the service's side, and the next tracker writes the
+    run ``succeeded`` (the first state read used to win: the run stayed ``running``, or was
+    closed as interrupted)."""
+    sink = ProcessDatabaseSink(sqlite_url, instance="spilled", spill_dir=tmp_path, interval=0.02)
+    writer = sink.pid
+    assert writer is not None
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        running = _record("spilled")
+        sink.handle([running])
+        sink.handle([_ended(running)])
+        sink.close(timeout=1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGCONT)
+    assert list(tmp_path.glob("*service.jsonl")), "spilled from the service's side"
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+        assert again.flush(timeout=10)
+    assert _statuses(sqlite_url) == {running.run_id: "succeeded"}
+
+
+@pytest.mark.parametrize("order", ["running-first", "final-first"])
+def test_a_spill_file_with_both_states_of_a_run_loads_the_final_one(
+    sqlite_url, tmp_path, order
+) -> None:
+    """A spill file holding a run's ``running`` state and its final one (as the writer
+    process's service wrote them) is written as the run ended, whatever their order."""
+    from tracker.sinks.database import spill
+
+    Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path / "none")).close()
+    running = _record("earlier")
+    states = [running, _ended(running)]
+    if order == "final-first":
+        states.reverse()
+    spill.spill(tmp_path, sqlite_url, "earlier+service", states)
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+        assert again.flush(timeout=10)
+    assert _statuses(sqlite_url) == {running.run_id: "succeeded"}
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+class _LaggyProxy:
+    """A TCP proxy to PostgreSQL passing everything on ``delay`` seconds late, each way: a
+    database some milliseconds away."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", 5432))
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_the_heartbeat_is_written_while_runs_keep_coming(postgres_url, tmp_path, writer) -> None:
+    """Runs keep coming while each write takes longer than the flush interval (PostgreSQL 5 ms
+    away): the instance's heartbeat is still written every ``heartbeat_interval``, with either
+    writer. (The tick that writes it waited for the input to run dry: other trackers would
+    have taken this live instance for dead, and closed its runs as interrupted.)"""
+    proxy = _LaggyProxy(0.005)
+    url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    settings = TrackerSettings(
+        flush_interval=0.02, heartbeat_interval=0.3, database_writer=writer, spill_dir=tmp_path
+    )
+    tracker = Tracker(url, settings=settings, metrics=False, watchdog=False)
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            support.ok_job()
+            time.sleep(0.001)
+
+    streaming = threading.Thread(target=stream)
+    engine = create_engine(postgres_url)
+    ages: list[float] = []
+    try:
+        streaming.start()
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            with engine.connect() as conn:
+                beat = conn.execute(
+                    select(instances.c.heartbeat_at).where(instances.c.instance == tracker.instance)
+                ).scalar_one()
+            ages.append((datetime.now(UTC) - beat.replace(tzinfo=UTC)).total_seconds())
+    finally:
+        stop.set()
+        streaming.join()
+        tracker.close()
+        engine.dispose()
+        proxy.stop()
+    assert max(ages[5:]) < 1.5, [round(age, 1) for age in ages]
+
+
+def test_the_writer_process_works_with_standard_error_closed(sqlite_url, tmp_path) -> None:
+    """A service started with its standard error closed (``2>&-``, as some daemonisers leave
+    it) uses the writer process (which used to fail at start: reported, wrongly, as not
+    started within 60 s)."""
+    service = textwrap.dedent(
+        """
+        import sys
+        import support
+        from tracker import Tracker, TrackerSettings
+        assert sys.stderr is None
+        settings = TrackerSettings(database_writer="process", spill_dir=sys.argv[2])
+        with Tracker(sys.argv[1], settings=settings, metrics=False) as tracker:
+            support.ok_job()
+            print(tracker.flush(timeout=10), flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])}
+    closed_stderr = ["/bin/sh", "-c", 'exec "$0" "$@" 2>&-']
+    done = subprocess.run(
+        [*closed_stderr, sys.executable, "-c", service, sqlite_url, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout == "True\n", done
+    assert list(_statuses(sqlite_url).values()) == ["succeeded"]
+
+
+def test_a_writer_that_exits_at_start_is_reported_as_exited(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    """A writer process that exits at once is reported so, at once (it used to be reported
+    as not started within the 60 s start timeout)."""
+    from tracker.sinks.database import process_writer
+
+    monkeypatch.setattr(process_writer, "_BOOTSTRAP", "import sys; sys.exit(3)")
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError) as raised:
+        ProcessDatabaseSink(sqlite_url, instance="x", spill_dir=tmp_path)
+    assert time.monotonic() - started < 10
+    assert "exited at start (exit code 3)" in str(raised.value)
+    assert "within" not in str(raised.value)
+
+
+def test_close_returns_within_its_timeout_when_the_writer_does_not_answer(
+    sqlite_url, tmp_path
+) -> None:
+    """The writer process stops answering (SIGSTOP: a database call that never returns):
+    close(1.0) returns within about 1 s (it took a second more), and the records it could not
+    make durable are spilled, then written by the next tracker."""
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    tracker = Tracker(sqlite_url, settings=settings, metrics=False, watchdog=False)
+    sink = tracker.database
+    assert isinstance(sink, ProcessDatabaseSink)
+    writer = sink.pid
+    assert writer is not None
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        for _ in range(5):
+            support.ok_job()
+        support.wait_for(lambda: sink.pending == 5)
+        started = time.monotonic()
+        tracker.close(timeout=1.0)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGCONT)
+    assert took < 1.5, f"close(timeout=1.0) took {took:.2f} s"
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+        assert again.flush(timeout=10)
+        assert len(again.executions(job_id="ok_job")) == 5

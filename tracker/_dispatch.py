@@ -55,6 +55,7 @@ class SinkWorker:
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._next_tick = 0.0
         self._on_error = on_error
         self._on_drop = on_drop
         self._thread = threading.Thread(
@@ -150,9 +151,13 @@ class SinkWorker:
             self._wake.wait(self.interval)
             self._wake.clear()
             self._drain()
-            self._call(self.sink.tick)
+            self._tick()
             if self._stopping and not self._queue and not self._flushes:
                 return
+
+    def _tick(self) -> None:
+        self._next_tick = time.monotonic() + self.interval
+        self._call(self.sink.tick)
 
     def _drain(self) -> None:
         # Take the flush requests first: everything queued before them is then in the queue.
@@ -163,6 +168,10 @@ class SinkWorker:
         while queue:
             batch = [popleft() for _ in range(min(len(queue), 5000))]
             self._call(self.sink.handle, batch)
+            # Events that keep coming as fast as the sink takes them (a database some
+            # milliseconds away) must not hold the tick back: the heartbeat is written there.
+            if time.monotonic() >= self._next_tick:
+                self._tick()
         if flushes:
             ok = self._flush_sink(max(r.timeout for r in flushes))
             for request in flushes:

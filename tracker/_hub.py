@@ -515,6 +515,15 @@ class Hub:
         etype = emessage = etb = None
         if error is not None:
             etype, emessage, etb = self._error_details(error)
+            if type(emessage) is not str:  # (an exception's __str__ gave a str subclass)
+                emessage = str.__str__(emessage)
+        # Builtins only: the writer process cannot unpickle the service's own classes (a job id
+        # that is an enum.StrEnum member defined in its __main__).
+        job_id, job_name = run.job_id, run.job_name
+        if type(job_id) is not str and isinstance(job_id, str):
+            job_id = str.__str__(job_id)
+        if type(job_name) is not str and isinstance(job_name, str):
+            job_name = str.__str__(job_name)
         trace_id = span_id = None
         if run._span_ints is not None or run._trace_id is not None or run._span_id is not None:
             trace_id, span_id = run.trace_id, run.span_id
@@ -522,8 +531,8 @@ class Hub:
         return (
             # The watchdog names a run it timed out by its id: made now if it is not yet.
             run._run_id if run.forced_status is None else run.run_id,
-            run.job_id,
-            run.job_name,
+            job_id,
+            job_name,
             final._value_,
             scheduled,
             run._wall0,

@@ -77,7 +77,8 @@ def new_instance_id() -> str:
 
 
 def checked_instance(instance: str) -> str:
-    """``instance`` if a database can store it as given, else :class:`ConfigurationError`.
+    """``instance`` as plain text if a database can store it as given, else
+    :class:`ConfigurationError`.
 
     Every row a tracker writes carries its instance id, and a tracker that starts again
     closes the rows of dead instances by it: an id the database would refuse, or store cut
@@ -96,7 +97,9 @@ def checked_instance(instance: str) -> str:
             f"instance {instance!r} holds a NUL character or a lone surrogate, "
             "which databases cannot store"
         )
-    return instance
+    # Plain text (an enum.StrEnum member is a str too): every record carries it, and the
+    # writer process cannot unpickle the service's own classes.
+    return str.__str__(instance)
 
 
 def _encodable(text: str) -> bool:

@@ -14,11 +14,15 @@ declare ``run_rows = True``, and only while every sink does: the run's thread an
 then make no ``datetime``, no id and no record (``bench/overhead.py``).
 
 Both are exactly ``tuple`` (every event the hub sends is a ``tuple`` subclass):
-:func:`is_plain` tells them from the rest; their lengths tell them apart.
+:func:`is_plain` tells them from the rest; their lengths tell them apart. Both hold only
+builtins: text that came as a ``str`` subclass (a job id that is an ``enum.StrEnum`` member, a
+class of the service's own) is sent as plain ``str`` (the writer process could not unpickle
+the service's classes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -34,6 +38,26 @@ _AT_STATUS, _AT_ORIGIN, _AT_TAGS = (
     Execution._fields.index(f) for f in ("status", "origin", "tags")
 )
 _AT_TIMES = tuple(Execution._fields.index(f) for f in ("scheduled_at", "started_at", "finished_at"))
+_AT_TEXTS = tuple(
+    Execution._fields.index(f)
+    for f in (
+        "run_id",
+        "job_id",
+        "job_name",
+        "error_type",
+        "error_message",
+        "traceback",
+        "instance",
+        "trace_id",
+        "span_id",
+    )
+)
+_AT_JOB_ID, _AT_JOB_NAME, _AT_INSTANCE, _AT_MESSAGE = (
+    Execution._fields.index(f) for f in ("job_id", "job_name", "instance", "error_message")
+)
+AT_STATUS = _AT_STATUS
+"""Where a plain record and a run row alike hold the run's status (as text); both hold the
+run's id first."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXACT_SECONDS = 2.0**32
 """Below this many seconds from 1970 (years 1834 to 2106), a time's ``timestamp()`` float
@@ -137,10 +161,46 @@ def to_plain(e: Execution) -> PlainRecord:
     values: list[Any] = list(e)
     values[_AT_STATUS] = e.status._value_
     values[_AT_ORIGIN] = e.origin._value_
-    values[_AT_TAGS] = dict(e.tags) if e.tags else None
+    values[_AT_TAGS] = _plain_tags(e.tags) if e.tags else None
     for at in _AT_TIMES:
         values[at] = plain_time(values[at])
+    message = values[_AT_MESSAGE]
+    if (  # the text a user's code may give as a str subclass (checked at once: per record)
+        type(values[_AT_JOB_ID]) is not str
+        or type(values[_AT_JOB_NAME]) is not str
+        or type(values[_AT_INSTANCE]) is not str
+        or (message is not None and type(message) is not str)
+    ):
+        for at in _AT_TEXTS:
+            text = values[at]
+            if type(text) is not str and isinstance(text, str):
+                values[at] = str.__str__(text)
     return tuple(values)
+
+
+def _plain_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    plain = dict(tags)
+    for key, value in plain.items():
+        if type(key) is not str or type(value) is not str:
+            return {plain_value(k): plain_value(v) for k, v in plain.items()}
+    return plain
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` with its text as plain ``str``: a ``str`` subclass as the ``str`` it holds,
+    a mapping's keys and values too (as a ``dict``). Anything else as it is."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {plain_value(k): plain_value(v) for k, v in value.items()}
+    return value
+
+
+def plain_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A plain record or run row with every value :func:`plain_value`."""
+    return tuple(plain_value(v) for v in row)
 
 
 def plain_time(moment: datetime | None) -> datetime | float | None:

@@ -7,7 +7,8 @@ standard error here):
 
 * ``("config", {...})`` first: where and how to write;
 * ``("records", seq, [row, ...])``: records as plain tuples, or runs as run rows (see
-  :mod:`tracker._plain`; a run row's id, when it has none, comes from ``seq`` and its place);
+  :mod:`tracker._plain`; a run row's id, when it has none, comes from ``seq`` and its place;
+  a ``None`` holds the place of a record the tracker took out);
 * ``("flush", token, timeout)`` and ``("close", token, timeout)``.
 
 It answers ``("status", token, ok, acked, stats, dropped)``: at start (token ``"ready"``),
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..._plain import from_sent
+from ..._record import Execution
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
 from .writer import DatabaseSink, close_interrupted
@@ -102,11 +104,15 @@ class _Writer:
         self.report("ready", self.sink.healthy)
         next_tick = time.monotonic() + self.interval
         while True:
-            timeout = max(0.0, next_tick - time.monotonic())
-            if not select.select([self.fd_in], [], [], timeout)[0]:
+            # Every interval, busy or not: the tick writes the heartbeat (input that never
+            # runs dry, records coming faster than a distant database takes them, must not
+            # keep it from being written: other trackers would take this instance for dead).
+            if time.monotonic() >= next_tick:
                 self.sink.tick()
                 next_tick = time.monotonic() + self.interval
                 self.report()
+            timeout = max(0.0, next_tick - time.monotonic())
+            if not select.select([self.fd_in], [], [], timeout)[0]:
                 continue
             try:
                 message = read_frame(self.fd_in)
@@ -141,13 +147,20 @@ class _Writer:
         if closed:
             logger.warning("tracker closed %d runs of %s as interrupted", closed, instance)
 
+    def records(self, message: tuple[Any, ...]) -> list[Execution]:
+        """The records of a ``records`` message. A ``None`` in its list is a record the tracker
+        took out (a ``running`` state its final one supersedes) where it was, so that the
+        others keep their places (the ids of run rows sent without one)."""
+        _, seq, rows = message
+        salt = self.salt
+        self.received = seq
+        return [from_sent(row, salt, seq, i) for i, row in enumerate(rows) if row is not None]
+
     def dispatch(self, message: tuple[Any, ...]) -> bool:
         """Act on one message (and the records queued behind it); ``True`` to stop."""
         kind = message[0]
         if kind == "records":
-            salt = self.salt
-            records = [from_sent(row, salt, message[1], i) for i, row in enumerate(message[2])]
-            self.received = message[1]
+            records = self.records(message)
             while len(records) < _BATCH and select.select([self.fd_in], [], [], 0)[0]:
                 try:
                     following = read_frame(self.fd_in)
@@ -156,9 +169,7 @@ class _Writer:
                 if following[0] != "records":
                     self.sink.handle(records)
                     return self.dispatch(following)
-                batch = following[1]
-                records.extend(from_sent(row, salt, batch, i) for i, row in enumerate(following[2]))
-                self.received = following[1]
+                records.extend(self.records(following))
             self.sink.handle(records)
             self.report()
         elif kind == "flush":
@@ -179,6 +190,8 @@ def main() -> None:
     # this process's input (or dies, which closes it too), and that ends this one cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.stderr is None:  # the tracker's own standard error is closed (`2>&-`): nowhere
+        _output_to_nowhere()
     fd_in = sys.stdin.fileno()
     fd_out = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray output must not reach the pipe
@@ -196,6 +209,16 @@ def main() -> None:
     except Exception:
         logger.exception("tracker database writer process failed")
         raise SystemExit(1) from None
+
+
+def _output_to_nowhere() -> None:
+    """Standard error as ``/dev/null``, on its descriptor too: a descriptor opened later must
+    not become number 2, where a library's stray output would reach it."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != 2:
+        os.dup2(null, 2)
+        os.close(null)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 if __name__ == "__main__":

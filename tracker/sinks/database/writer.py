@@ -475,8 +475,13 @@ class DatabaseSink(BaseSink):
         with self._lock:
             if self._closed:  # (close() gave up meanwhile: the files stay for the next start)
                 return False
-            for record in records:  # merged under anything newer for the same run
-                self._pending.setdefault(record.run_id, record)
+            # A file may hold both a run's `running` state and its final one (files the
+            # writer process's service spilled as the records came): the final one wins, in
+            # any order. What is pending here is newer and wins too, unless only `running`.
+            spilled: dict[str, Execution] = {}
+            _merge(spilled, records)
+            _merge(spilled, self._pending.values())
+            self._pending = spilled
             self._spilled_files = files
         logger.info("tracker loaded %d records spilled at an earlier shutdown", len(records))
         return True
