@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -97,3 +99,75 @@ def hang_job(marker: str) -> None:
     """Touches ``marker`` then sleeps a long time (to be killed mid-run)."""
     Path(marker).write_text(str(os.getpid()), encoding="utf-8")
     time.sleep(120)
+
+
+class PostgresProxy:
+    """A TCP proxy to PostgreSQL (127.0.0.1:5432) that passes everything on ``delay`` seconds
+    late each way (a database some milliseconds away), and can go silent, like a dropped
+    network or a frozen server: connections are accepted and nothing is ever answered."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.mode = "pass"
+        self._stopped = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._stopped:
+                    client.close()
+                    return
+                self._sockets.append(client)
+                if self.mode != "pass":
+                    continue  # accepted, never answered
+                upstream = socket.create_connection(("127.0.0.1", 5432))
+                self._sockets.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
+                if self.mode == "pass":
+                    dst.sendall(data)  # else swallowed
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def _close(self, sockets: list[socket.socket]) -> None:
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def go_silent(self, *, reset: bool) -> None:
+        """From now on nothing is answered; ``reset``: the connections open now are closed
+        (new ones then hang in connect), else they hang too (their queries never answered)."""
+        with self._lock:
+            self.mode = "silent"
+            if reset:
+                self._close(self._sockets)
+                self._sockets = []
+
+    def restore(self) -> None:
+        """Answer again (connections accepted while silent stay silent)."""
+        self.mode = "pass"
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._listener.close()
+            self._close(self._sockets)
+            self._sockets = []

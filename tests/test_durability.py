@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -15,7 +14,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -470,72 +469,6 @@ def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, write
     assert [r.run_id for r in tracker.executions(job_id="j" * 300)] == [long.run_id]
 
 
-class SilentProxy:
-    """A TCP proxy to PostgreSQL that can go silent, like a dropped network or a frozen server:
-    connections are accepted and nothing is ever answered."""
-
-    def __init__(self) -> None:
-        self.mode = "pass"
-        self._stopped = False
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                if self._stopped:
-                    client.close()
-                    return
-                self._sockets.append(client)
-                if self.mode != "pass":
-                    continue  # accepted, never answered
-                upstream = socket.create_connection(("127.0.0.1", 5432))
-                self._sockets.append(upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if self.mode == "pass":
-                    dst.sendall(data)  # else swallowed
-        except OSError:
-            pass
-
-    def _close(self, sockets: list[socket.socket]) -> None:
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def go_silent(self, *, reset: bool) -> None:
-        """From now on nothing is answered; ``reset``: the connections open now are closed
-        (new ones then hang in connect), else they hang too (their queries never answered)."""
-        with self._lock:
-            self.mode = "silent"
-            if reset:
-                self._close(self._sockets)
-                self._sockets = []
-
-    def restore(self) -> None:
-        """Answer again (connections accepted while silent stay silent)."""
-        self.mode = "pass"
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            self._listener.close()
-            self._close(self._sockets)
-            self._sockets = []
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("how", ["reset-then-silent", "silent"])
 def test_close_while_the_database_is_silent_keeps_every_record(postgres_url, tmp_path, how) -> None:
@@ -544,7 +477,7 @@ def test_close_while_the_database_is_silent_keeps_every_record(postgres_url, tmp
     record it could not write is spilled (the batch being written too) and written at the next
     start. "reset-then-silent": new connections hang until the URL's connect_timeout, after
     close() has returned; "silent": the pooled connection's queries never return at all."""
-    proxy = SilentProxy()
+    proxy = support.PostgresProxy()
     proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     if how == "reset-then-silent":
         proxied += "&connect_timeout=3"
@@ -607,6 +540,24 @@ def test_records_that_cannot_be_spilled_are_counted_as_dropped(tmp_path, caplog)
     assert "nor spill them" in caplog.text
 
 
+def _in_a_forked_child(work: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """What ``work()`` reports, run in a process forked from this one (which never returns
+    into pytest)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.write(write, json.dumps(work()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        report: dict[str, object] = json.loads(pipe.read() or b"{}")
+    os.waitpid(pid, 0)
+    return report
+
+
 def test_a_forked_process_never_acts_as_the_parent(sqlite_url, tmp_path, caplog) -> None:
     """A process forked after the tracker was created (gunicorn --preload) has none of its
     threads: there the tracker stops, saying so, tracked jobs run untracked, and nothing there
@@ -619,26 +570,19 @@ def test_a_forked_process_never_acts_as_the_parent(sqlite_url, tmp_path, caplog)
         for _ in range(10):
             support.ok_job()
         assert tracker.flush(timeout=5)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report, never return into pytest
-            try:
-                os.close(read)
-                ran = [support.ok_job() for _ in range(100)]
-                report = {
-                    "ran": ran == ["ok"] * 100,
-                    "closed": tracker.hub.closed,
-                    "flush": tracker.flush(timeout=1),
-                    "logged": "Create the Tracker after the fork" in caplog.text,
-                }
-                tracker.close(timeout=2)
-                os.write(write, json.dumps(report).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read, "rb") as pipe:
-            report = json.loads(pipe.read() or b"{}")
-        os.waitpid(pid, 0)
+
+        def in_the_child() -> dict[str, object]:
+            ran = [support.ok_job() for _ in range(100)]
+            report = {
+                "ran": ran == ["ok"] * 100,
+                "closed": tracker.hub.closed,
+                "flush": tracker.flush(timeout=1),
+                "logged": "Create the Tracker after the fork" in caplog.text,
+            }
+            tracker.close(timeout=2)
+            return report
+
+        report = _in_a_forked_child(in_the_child)
         assert report == {"ran": True, "closed": True, "flush": False, "logged": True}
         assert not tracker.hub.closed
         for _ in range(5):
@@ -678,25 +622,18 @@ def test_a_forked_process_reads_the_history_on_connections_of_its_own(
         assert tracker.flush(timeout=10)
         with tracker.engine.connect() as conn:  # back into the pool: the one a read would take
             parent_backend = conn.exec_driver_sql(backend).scalar_one()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report, never return into pytest
-            try:
-                os.close(read)
-                with tracker.engine.connect() as conn:
-                    child_backend = conn.exec_driver_sql(backend).scalar_one()
-                report = {
-                    "own": child_backend != parent_backend,
-                    "rows": len(tracker.executions(job_id="ok_job")),
-                }
-                tracker.engine.dispose()  # the worker's shutdown closes its connections
-                os.write(write, json.dumps(report).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read, "rb") as pipe:
-            report = json.loads(pipe.read() or b"{}")
-        os.waitpid(pid, 0)
+
+        def in_the_child() -> dict[str, object]:
+            with tracker.engine.connect() as conn:
+                child_backend = conn.exec_driver_sql(backend).scalar_one()
+            report = {
+                "own": child_backend != parent_backend,
+                "rows": len(tracker.executions(job_id="ok_job")),
+            }
+            tracker.engine.dispose()  # the worker's shutdown closes its connections
+            return report
+
+        report = _in_a_forked_child(in_the_child)
         assert report == {"own": True, "rows": 1}
         with tracker.engine.connect() as conn:
             assert conn.exec_driver_sql(backend).scalar_one() == parent_backend  # still open

@@ -8,7 +8,6 @@ import enum
 import itertools
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -695,46 +694,6 @@ def test_a_spill_file_with_both_states_of_a_run_loads_the_final_one(
     assert not list(tmp_path.glob("*.jsonl"))
 
 
-class _LaggyProxy:
-    """A TCP proxy to PostgreSQL passing everything on ``delay`` seconds late, each way: a
-    database some milliseconds away."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", 5432))
-            self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def stop(self) -> None:
-        self._listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_the_heartbeat_is_written_while_runs_keep_coming(postgres_url, tmp_path, writer) -> None:
@@ -742,7 +701,7 @@ def test_the_heartbeat_is_written_while_runs_keep_coming(postgres_url, tmp_path,
     away): the instance's heartbeat is still written every ``heartbeat_interval``, with either
     writer. (The tick that writes it waited for the input to run dry: other trackers would
     have taken this live instance for dead, and closed its runs as interrupted.)"""
-    proxy = _LaggyProxy(0.005)
+    proxy = support.PostgresProxy(delay=0.005)
     url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     settings = TrackerSettings(
         flush_interval=0.02, heartbeat_interval=0.3, database_writer=writer, spill_dir=tmp_path

@@ -28,10 +28,10 @@ from sqlalchemy import Engine, case, func, select, type_coerce
 
 from ..._decorator import job_options
 from ..._hub import Hub
-from ..._ids import new_run_id
-from ..._record import Execution, Status
+from ..._record import Status
 from ...sinks.database.rows import stored_job_id
 from ...sinks.database.schema import executions, instances
+from .missed import missed_fire_times
 from .registry import without_jitter
 
 logger = logging.getLogger("tracker.apscheduler")
@@ -145,23 +145,12 @@ def record_downtime(
             continue
         if not count or first is None or last is None:
             continue
-        hub.record(
-            Execution(
-                run_id=new_run_id(),
-                job_id=job_id,
-                job_name=name,
-                status=Status.MISSED,
-                scheduled_at=first.astimezone(UTC),
-                finished_at=datetime.now(UTC),
-                coalesced=count,
-                error_message=(
-                    f"{count} fire time(s) from {first.astimezone(UTC).isoformat()} to "
-                    f"{last.astimezone(UTC).isoformat()} passed while no scheduler ran this job "
-                    "(the service was down); none of them ran."
-                ),
-                tags=tags,
-            )
+        message = (
+            f"{count} fire time(s) from {first.astimezone(UTC).isoformat()} to "
+            f"{last.astimezone(UTC).isoformat()} passed while no scheduler ran this job "
+            "(the service was down); none of them ran."
         )
+        hub.record(missed_fire_times(job_id, name, first, count, message, tags))
         recorded += 1
     return recorded
 

@@ -49,6 +49,7 @@ from ... import _context
 from ..._hub import Hub
 from ..._ids import new_run_id
 from ..._record import Execution, Origin, Status
+from .missed import missed_fire_times
 from .registry import JobRegistry, KnownJob
 from .resolve import instrumented, resolve_apscheduler
 
@@ -485,22 +486,13 @@ class SchedulerInstrumentation:
             current = nxt
         if count and first is not None:
             expected = first
+            message = (
+                f"{count} fire time(s) from {expected.astimezone(UTC).isoformat()} to before "
+                f"{first_run_time.astimezone(UTC).isoformat()} were coalesced into one run "
+                "(coalesce=True)."
+            )
             self.hub.record(
-                Execution(
-                    run_id=new_run_id(),
-                    job_id=known.job_id,
-                    job_name=known.name,
-                    status=Status.MISSED,
-                    scheduled_at=expected.astimezone(UTC),
-                    finished_at=datetime.now(UTC),
-                    coalesced=count,
-                    error_message=(
-                        f"{count} fire time(s) from {expected.astimezone(UTC).isoformat()} to "
-                        f"before {first_run_time.astimezone(UTC).isoformat()} were coalesced "
-                        "into one run (coalesce=True)."
-                    ),
-                    tags=known.tags,
-                )
+                missed_fire_times(known.job_id, known.name, expected, count, message, known.tags)
             )
 
     def _record(self, job_id: str, status: Status, run_time: datetime, *, message: str) -> None:
