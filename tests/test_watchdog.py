@@ -186,25 +186,35 @@ def test_default_max_runtime_covers_undecorated_jobs(sqlite_url: str, capture: C
     assert record.status is Status.TIMED_OUT and record.tags["outcome"] == "succeeded"
 
 
+def _loop_in_a_thread() -> asyncio.AbstractEventLoop:
+    """An event loop running on a thread of its own (stopped by :func:`_stop_on_its_loop`)."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return loop
+
+
+def _stop_on_its_loop(scheduler: AsyncIOScheduler) -> None:
+    """Shut ``scheduler`` down on its loop's thread, then stop and close that loop."""
+    loop = scheduler._eventloop
+    loop.call_soon_threadsafe(scheduler.shutdown, False)
+    wait_for(lambda: not scheduler.running)
+    loop.call_soon_threadsafe(loop.stop)
+    wait_for(lambda: not loop.is_running())
+    loop.close()
+
+
 def test_async_jobs_can_be_cancelled_at_the_deadline(sqlite_url: str, capture: Capture) -> None:
     """With cancel_async=True, an async job's task is cancelled when its max_runtime passes."""
     tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.05, cancel_async=True))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+    scheduler = AsyncIOScheduler(event_loop=_loop_in_a_thread(), timezone="UTC")
     tracker.instrument(scheduler)
     scheduler.add_job(async_stuck_job, id="async-stuck")
-    loop.call_soon_threadsafe(scheduler.start)
+    scheduler._eventloop.call_soon_threadsafe(scheduler.start)
     try:
         (record,) = wait_for(lambda: capture.finished("async-stuck"))
         (notice,) = capture.of(RunTimedOut)
     finally:
-        loop.call_soon_threadsafe(scheduler.shutdown, False)
-        wait_for(lambda: not scheduler.running)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        _stop_on_its_loop(scheduler)
         tracker.close()
     assert notice.cancelled
     assert record.status is Status.TIMED_OUT
@@ -239,10 +249,7 @@ def test_a_cancel_never_reaches_the_next_run_in_the_same_task(
     alone (it used to be cancelled and recorded interrupted)."""
     BLOCKED.clear()
     tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.02, cancel_async=True))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+    scheduler = AsyncIOScheduler(event_loop=_loop_in_a_thread(), timezone="UTC")
     tracker.instrument(scheduler)
     first = datetime.now(UTC) - timedelta(seconds=0.35)  # four fire times due at the start
     scheduler.add_job(
@@ -254,17 +261,13 @@ def test_a_cancel_never_reaches_the_next_run_in_the_same_task(
         max_instances=1,
         misfire_grace_time=60,
     )
-    loop.call_soon_threadsafe(scheduler.start)
+    scheduler._eventloop.call_soon_threadsafe(scheduler.start)
     try:
         due = [first + timedelta(seconds=0.1 * k) for k in range(4)]
         wait_for(lambda: {e.scheduled_at for e in capture.finished("burst")} >= set(due))
         (notice,) = capture.of(RunTimedOut)
     finally:
-        loop.call_soon_threadsafe(scheduler.shutdown, False)
-        wait_for(lambda: not scheduler.running)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        _stop_on_its_loop(scheduler)
         tracker.close()
     by_time = {e.scheduled_at: e for e in capture.finished("burst")}
     assert [by_time[t].status for t in due] == [

@@ -181,23 +181,29 @@ def simulate(
     return fired
 
 
-def cron_job(scheduler: Any, start: datetime, **fields: Any) -> Job:
-    trigger = CronTrigger(timezone=BERLIN, **fields)
-    first = trigger.get_next_fire_time(None, start)
+def scheduled_job(
+    scheduler: Any, job_id: str, trigger: Any, start: datetime, coalesce: bool
+) -> Job:
+    """A job of ``noop`` on ``trigger``, due first at its first fire time from ``start``."""
     return Job(
         scheduler,
-        id="nightly",
+        id=job_id,
         func=noop,
         trigger=trigger,
         executor="default",
         args=(),
         kwargs={},
-        name="nightly",
+        name=job_id,
         misfire_grace_time=1,
-        coalesce=False,
+        coalesce=coalesce,
         max_instances=1,
-        next_run_time=first,
+        next_run_time=trigger.get_next_fire_time(None, start),
     )
+
+
+def cron_job(scheduler: Any, start: datetime, **fields: Any) -> Job:
+    trigger = CronTrigger(timezone=BERLIN, **fields)
+    return scheduled_job(scheduler, "nightly", trigger, start, coalesce=False)
 
 
 @pytest.mark.parametrize(
@@ -280,20 +286,7 @@ def jittered_job(scheduler: Any, start: datetime, kind: str) -> Job:
         trigger: Any = CronTrigger(minute=0, timezone=UTC, jitter=1200)
     else:
         trigger = IntervalTrigger(hours=1, start_date=start, timezone=UTC, jitter=1200)
-    return Job(
-        scheduler,
-        id="hourly",
-        func=noop,
-        trigger=trigger,
-        executor="default",
-        args=(),
-        kwargs={},
-        name="hourly",
-        misfire_grace_time=1,
-        coalesce=True,
-        max_instances=1,
-        next_run_time=trigger.get_next_fire_time(None, start),
-    )
+    return scheduled_job(scheduler, "hourly", trigger, start, coalesce=True)
 
 
 @pytest.mark.parametrize("kind", ["cron", "interval"])
