@@ -461,27 +461,35 @@ def _decorated_unprintable_job() -> None:
     raise _Unprintable()
 
 
-def test_failures_no_text_can_be_made_of_are_still_recorded_failed(tracker) -> None:
-    """An exception whose ``__str__`` raises, in a decorated or an undecorated job: one
-    ``failed`` row with its qualified type, a stand-in message and its traceback (an
-    undecorated one used to stay ``running`` until shutdown, then ``interrupted``)."""
+def _one_row_each(tracker, plain, decorated) -> list[Execution]:
+    """Run an undecorated and a decorated one-shot job at once on a BackgroundScheduler (which
+    must go on running); the one finished row of each."""
     scheduler = background()
     tracker.instrument(scheduler)
     now = datetime.now(UTC)
-    scheduler.add_job(_plain_unprintable_job, "date", run_date=now, id="plain")
-    scheduler.add_job(_decorated_unprintable_job, "date", run_date=now, id="decorated")
+    scheduler.add_job(plain, "date", run_date=now, id="plain")
+    scheduler.add_job(decorated, "date", run_date=now, id="decorated")
     scheduler.start()
     try:
-        rows = support.wait_for(
+        (one,), (other,) = support.wait_for(
             lambda: (
                 (finished(tracker, job_id="plain"), finished(tracker, job_id="decorated"))
                 if finished(tracker, job_id="plain") and finished(tracker, job_id="decorated")
                 else None
             )
         )
+        assert scheduler.running
     finally:
         scheduler.shutdown(wait=True)
-    for (row,) in rows:
+    return [one, other]
+
+
+def test_failures_no_text_can_be_made_of_are_still_recorded_failed(tracker) -> None:
+    """An exception whose ``__str__`` raises, in a decorated or an undecorated job: one
+    ``failed`` row with its qualified type, a stand-in message and its traceback (an
+    undecorated one used to stay ``running`` until shutdown, then ``interrupted``)."""
+    rows = _one_row_each(tracker, _plain_unprintable_job, _decorated_unprintable_job)
+    for row in rows:
         assert row.status is Status.FAILED
         assert row.error_type == f"{__name__}._Unprintable"
         assert row.error_message == "<exception str() failed>"
@@ -503,24 +511,7 @@ def test_a_job_that_calls_sys_exit_is_failed_not_interrupted(tracker) -> None:
     the ``SystemExit`` and the service goes on, so the run is ``failed`` (it counts, and
     alerts, as a failure), decorated or not. Called directly, where it does stop the caller,
     the run is ``interrupted`` and the ``SystemExit`` reaches the caller unchanged."""
-    scheduler = background()
-    tracker.instrument(scheduler)
-    now = datetime.now(UTC)
-    scheduler.add_job(_plain_exiting_job, "date", run_date=now, id="plain-exit")
-    scheduler.add_job(_decorated_exiting_job, "date", run_date=now, id="decorated-exit")
-    scheduler.start()
-    try:
-        rows = support.wait_for(
-            lambda: (
-                finished(tracker, job_id="plain-exit") + finished(tracker, job_id="decorated-exit")
-                if finished(tracker, job_id="plain-exit")
-                and finished(tracker, job_id="decorated-exit")
-                else None
-            )
-        )
-        assert scheduler.running
-    finally:
-        scheduler.shutdown(wait=True)
+    rows = _one_row_each(tracker, _plain_exiting_job, _decorated_exiting_job)
     assert [(r.status, r.error_type, r.error_message) for r in rows] == [
         (Status.FAILED, "SystemExit", "3")
     ] * 2
