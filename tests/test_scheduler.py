@@ -180,12 +180,13 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
     """The service adds its job with ``replace_existing=True`` at every start (APScheduler then
     computes its next fire time afresh, and nothing of the fire times due while it was down
     remains): when the scheduler starts, the fire times, computed from the last recorded run,
-    that fell due after the service stopped and before it started again become one ``missed``
-    row counting them. Starting again adds only what fell due in the new gap."""
+    that fell due after the service stopped and more than the job's misfire_grace_time before
+    it started again become one ``missed`` row counting them. Starting again adds only what
+    fell due in the new gap."""
     from tracker.sinks.database import create_tracker_engine, select_executions
     from tracker.sinks.database.schema import instances
 
-    interval = 0.1
+    interval, grace = 0.1, timedelta(seconds=1)
     engine = create_tracker_engine(database_url)
 
     def rows(status: str) -> list[Execution]:
@@ -198,7 +199,12 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
         scheduler = background()
         tracker.instrument(scheduler)
         scheduler.add_job(
-            support.ok_job, "interval", seconds=interval, id="sync", replace_existing=True
+            support.ok_job,
+            "interval",
+            seconds=interval,
+            id="sync",
+            replace_existing=True,
+            misfire_grace_time=int(grace.total_seconds()),
         )
         before = datetime.now(UTC)
         scheduler.start()  # (the check takes the time of the start in there)
@@ -219,19 +225,21 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
         _, stopped_first = run_service(lambda: len(rows("succeeded")) >= 2)
         last = max(r.scheduled_at for r in rows("succeeded"))
         due = [last + timedelta(seconds=interval * k) for k in range(1, 1000)]
-        time.sleep(6 * interval)  # down: about six fire times pass
+        time.sleep(grace.total_seconds() + 6 * interval)  # down: more than its grace
         (before, after), stopped = run_service(lambda: rows("missed"))
         (missed,) = rows("missed")
-        while_down = [d for d in due if stopped_first < d < after]
-        assert len([d for d in while_down if d < before]) <= missed.coalesced <= len(while_down)
+        # Due in the grace before the start: only late (not claimed)
+        while_down = [d for d in due if stopped_first < d < after - grace]
+        low = len([d for d in while_down if d < before - grace])
+        assert low <= missed.coalesced <= len(while_down)
         assert missed.coalesced >= 5
         assert missed.scheduled_at == while_down[0]
         assert "passed while no scheduler ran this job" in (missed.error_message or "")
         (before, after), _ = run_service(lambda: len(rows("succeeded")) >= 3)
-        again = [d for d in due if stopped < d < after]  # from the same last run: none ran
+        again = [d for d in due if stopped < d < after - grace]  # (the same last run)
         rest = [r.coalesced for r in rows("missed") if r.run_id != missed.run_id]
         assert len(rest) <= 1
-        assert len([d for d in again if d < before]) <= sum(rest) <= len(again)
+        assert len([d for d in again if d < before - grace]) <= sum(rest) <= len(again)
     finally:
         engine.dispose()
 

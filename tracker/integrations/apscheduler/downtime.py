@@ -40,8 +40,12 @@ _MOST_COUNTED = 100_000
 _STEP = timedelta(microseconds=1)
 
 
-def _due_jobs(scheduler: Any) -> list[tuple[str, str, Any, datetime, dict[str, str]]]:
-    """(id, name, trigger, next fire time, tags) of each scheduled job, as it is now."""
+_Job = tuple[str, str, Any, datetime, dict[str, str], float]
+
+
+def _due_jobs(scheduler: Any) -> list[_Job]:
+    """(id, name, trigger, next fire time, tags, misfire grace in seconds) of each scheduled
+    job, as it is now."""
     jobs = []
     for job in scheduler.get_jobs():
         next_run = getattr(job, "next_run_time", None)
@@ -49,7 +53,8 @@ def _due_jobs(scheduler: Any) -> list[tuple[str, str, Any, datetime, dict[str, s
             continue
         options = job_options(job.func)
         tags = dict(options.tags) if options is not None else {}
-        jobs.append((job.id, job.name, job.trigger, next_run, tags))
+        grace = float(getattr(job, "misfire_grace_time", None) or 0.0)
+        jobs.append((job.id, job.name, job.trigger, next_run, tags, grace))
     return jobs
 
 
@@ -122,7 +127,7 @@ def missed_while_down(
 def record_downtime(
     hub: Hub,
     engine: Engine,
-    jobs: Sequence[tuple[str, str, Any, datetime, dict[str, str]]],
+    jobs: Sequence[_Job],
     started: datetime,
 ) -> int:
     """Record, for each job, the fire times that passed before ``started`` with no scheduler
@@ -131,12 +136,14 @@ def record_downtime(
     history = _history(engine, list(stored))
     others = _others_last_seen(engine, hub.instance)
     recorded = 0
-    for job_id, name, trigger, next_run, tags in jobs:
+    for job_id, name, trigger, next_run, tags, grace in jobs:
         last_run, missed_at = (_utc(v) for v in history.get(stored_job_id(job_id), (None, None)))
         if last_run is None:
             continue
         accounted = max((m for m in (missed_at, others) if m is not None), default=None)
-        until = min(started, next_run.astimezone(UTC))
+        # Due within its misfire_grace_time before the start: late, not missed (a restart that
+        # short is within what the job tolerates; APScheduler would have run it, late).
+        until = min(started - timedelta(seconds=grace), next_run.astimezone(UTC))
         try:
             schedule, _ = without_jitter(trigger)  # (asked again, the jitter draws anew)
             count, first, last = missed_while_down(schedule, last_run, accounted, until)
