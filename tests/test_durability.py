@@ -196,6 +196,47 @@ def test_a_live_instance_whose_heartbeat_stopped_keeps_its_runs(database_url) ->
     assert [r.status for r in rows] == [Status.SUCCEEDED] * 2
 
 
+def test_a_late_running_state_never_reopens_an_inferred_interruption(database_url) -> None:
+    """A run closed as interrupted because its process was taken for dead: its real end
+    replaces that, but a `running` state arriving late (retried, or from a spill file) does
+    not — the instance is marked stopped by then, and nothing would close the row again."""
+    from tracker import Execution
+    from tracker._ids import new_run_id
+
+    with Tracker(database_url, settings=TrackerSettings(flush_interval=0.02)) as tracker:
+        now = datetime.now(UTC)
+        running = Execution(
+            run_id=new_run_id(),
+            job_id="late",
+            job_name="late",
+            status=Status.RUNNING,
+            scheduled_at=now,
+            started_at=now,
+            instance=tracker.instance,
+        )
+        tracker.hub.record(running)
+        assert tracker.flush(10)
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    update(executions)
+                    .where(executions.c.run_id == running.run_id)
+                    .values(status="interrupted", error_type="tracker.ProcessDied")
+                )
+        finally:
+            engine.dispose()
+        tracker.hub.record(running)
+        assert tracker.flush(10)
+        assert tracker.execution(running.run_id).status is Status.INTERRUPTED
+        ended = running._replace(
+            status=Status.SUCCEEDED, finished_at=now + timedelta(seconds=1), duration_s=1.0
+        )
+        tracker.hub.record(ended)
+        assert tracker.flush(10)
+        assert tracker.execution(running.run_id).status is Status.SUCCEEDED
+
+
 def test_which_instances_count_as_dead() -> None:
     """On this host and process id namespace, an instance is dead when its process is gone or
     the process now under its id started after it (the id was reused), and alive while its

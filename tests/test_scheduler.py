@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import support
@@ -180,13 +181,12 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
     """The service adds its job with ``replace_existing=True`` at every start (APScheduler then
     computes its next fire time afresh, and nothing of the fire times due while it was down
     remains): when the scheduler starts, the fire times, computed from the last recorded run,
-    that fell due after the service stopped and more than the job's misfire_grace_time before
-    it started again become one ``missed`` row counting them. Starting again adds only what
-    fell due in the new gap."""
+    that fell due after the service stopped and before it started again become one ``missed``
+    row counting them. Starting again adds only what fell due in the new gap."""
     from tracker.sinks.database import create_tracker_engine, select_executions
     from tracker.sinks.database.schema import instances
 
-    interval, grace = 0.1, timedelta(seconds=1)
+    interval = 0.1
     engine = create_tracker_engine(database_url)
 
     def rows(status: str) -> list[Execution]:
@@ -204,7 +204,6 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
             seconds=interval,
             id="sync",
             replace_existing=True,
-            misfire_grace_time=int(grace.total_seconds()),
         )
         before = datetime.now(UTC)
         scheduler.start()  # (the check takes the time of the start in there)
@@ -225,23 +224,102 @@ def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(
         _, stopped_first = run_service(lambda: len(rows("succeeded")) >= 2)
         last = max(r.scheduled_at for r in rows("succeeded"))
         due = [last + timedelta(seconds=interval * k) for k in range(1, 1000)]
-        time.sleep(grace.total_seconds() + 6 * interval)  # down: more than its grace
+        time.sleep(6 * interval)  # down: about six fire times pass
         (before, after), stopped = run_service(lambda: rows("missed"))
         (missed,) = rows("missed")
-        # Due in the grace before the start: only late (not claimed)
-        while_down = [d for d in due if stopped_first < d < after - grace]
-        low = len([d for d in while_down if d < before - grace])
+        while_down = [d for d in due if stopped_first < d < after]
+        low = len([d for d in while_down if d < before])
         assert low <= missed.coalesced <= len(while_down)
         assert missed.coalesced >= 5
         assert missed.scheduled_at == while_down[0]
         assert "passed while no scheduler ran this job" in (missed.error_message or "")
         (before, after), _ = run_service(lambda: len(rows("succeeded")) >= 3)
-        again = [d for d in due if stopped < d < after - grace]  # (the same last run)
+        again = [d for d in due if stopped < d < after]  # (from the same last run)
         rest = [r.coalesced for r in rows("missed") if r.run_id != missed.run_id]
         assert len(rest) <= 1
-        assert len([d for d in again if d < before - grace]) <= sum(rest) <= len(again)
+        assert len([d for d in again if d < before]) <= sum(rest) <= len(again)
     finally:
         engine.dispose()
+
+
+def test_two_services_on_one_tracker_database_down_together_each_get_their_missed_row(
+    tracker_factory, database_url
+) -> None:
+    """Two services share the tracker's database and come back together (a host rebooted):
+    each job's outage is judged by the instance that ran it, not by the other service's fresh
+    heartbeat (which used to hide both outages)."""
+    from tracker.sinks.database import create_tracker_engine, select_executions
+
+    engine = create_tracker_engine(database_url)
+
+    def start(job_id: str) -> tuple[Any, BackgroundScheduler]:
+        tracker = tracker_factory()
+        scheduler = background()
+        tracker.instrument(scheduler)
+        scheduler.add_job(support.ok_job, "interval", seconds=0.1, id=job_id, replace_existing=True)
+        scheduler.start()
+        return tracker, scheduler
+
+    def stop(service: tuple[Any, BackgroundScheduler]) -> None:
+        service[1].shutdown(wait=True)
+        service[0].close()
+
+    def rows(job_id: str, status: str) -> list[Execution]:
+        return select_executions(engine, job_id=job_id, status=status, limit=1000)
+
+    try:
+        services = [start("billing"), start("reports")]
+        support.wait_for(
+            lambda: all(len(rows(j, "succeeded")) >= 2 for j in ("billing", "reports"))
+        )
+        for service in services:
+            stop(service)
+        time.sleep(0.6)  # both down: about six fire times each
+        services = [start("billing"), start("reports")]
+        try:
+            support.wait_for(lambda: all(rows(j, "missed") for j in ("billing", "reports")))
+        finally:
+            for service in services:
+                stop(service)
+        for job_id in ("billing", "reports"):
+            (missed,) = rows(job_id, "missed")
+            assert missed.coalesced >= 4
+    finally:
+        engine.dispose()
+
+
+def test_the_downtime_walk_costs_what_the_outage_lasted() -> None:
+    """A job whose last run is two days old, but whose tracker was seen five minutes ago (it was
+    paused, say): the fire times are looked at from then on, not from two days ago."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from tracker.integrations.apscheduler.downtime import missed_while_down
+
+    asked: list[object] = []
+
+    class CountedCron(CronTrigger):
+        def get_next_fire_time(self, previous: Any, now: Any) -> Any:
+            asked.append(previous)
+            return super().get_next_fire_time(previous, now)
+
+    class CountedInterval(IntervalTrigger):
+        def get_next_fire_time(self, previous: Any, now: Any) -> Any:
+            asked.append(previous)
+            return super().get_next_fire_time(previous, now)
+
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    for trigger in (
+        CountedCron(minute="*", timezone="Europe/Berlin"),
+        CountedInterval(minutes=1, timezone=UTC),
+    ):
+        asked.clear()
+        count, first, _ = missed_while_down(
+            trigger, now - timedelta(days=2), now - timedelta(minutes=5), now
+        )
+        assert 4 <= count <= 5
+        assert first is not None and first > now - timedelta(minutes=5)
+        assert len(asked) <= count + 2
 
 
 def test_real_misfire_is_recorded_as_missed(tracker) -> None:

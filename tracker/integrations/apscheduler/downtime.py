@@ -11,9 +11,10 @@ one ``missed`` row whose ``coalesced`` column says how many there were.
 Jobs never run before (no history), paused jobs, and jobs whose stored next fire time is
 still in the past (APScheduler runs those late, and the coalescing it does is counted
 already) are left alone. Fire times due before the latest ``missed`` row was recorded (by a
-previous start, or the watchdog), or while another tracker instance on the database was
-alive (its last heartbeat, or its clean stop: it may have been running the job), are not
-counted: what is claimed is only what passed while no tracked scheduler ran at all.
+previous start, or the watchdog), or while the tracker instance that recorded the job's last
+row was still alive (its clean stop, or its last heartbeat: a replica still running the job
+was seen just now), are not counted. With a fixed ``Tracker(instance=...)`` reused by the
+new process, when the old one stopped is not known: nothing is claimed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select, type_coerce
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, and_, case, func, select, type_coerce
 
 from ..._decorator import job_options
 from ..._hub import Hub
@@ -40,12 +43,11 @@ _MOST_COUNTED = 100_000
 _STEP = timedelta(microseconds=1)
 
 
-_Job = tuple[str, str, Any, datetime, dict[str, str], float]
+_Job = tuple[str, str, Any, datetime, dict[str, str]]
 
 
 def _due_jobs(scheduler: Any) -> list[_Job]:
-    """(id, name, trigger, next fire time, tags, misfire grace in seconds) of each scheduled
-    job, as it is now."""
+    """(id, name, trigger, next fire time, tags) of each scheduled job, as it is now."""
     jobs = []
     for job in scheduler.get_jobs():
         next_run = getattr(job, "next_run_time", None)
@@ -53,8 +55,7 @@ def _due_jobs(scheduler: Any) -> list[_Job]:
             continue
         options = job_options(job.func)
         tags = dict(options.tags) if options is not None else {}
-        grace = float(getattr(job, "misfire_grace_time", None) or 0.0)
-        jobs.append((job.id, job.name, job.trigger, next_run, tags, grace))
+        jobs.append((job.id, job.name, job.trigger, next_run, tags))
     return jobs
 
 
@@ -83,17 +84,46 @@ def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any
     return found
 
 
-def _others_last_seen(engine: Engine, instance: str) -> datetime | None:
-    """When another tracker instance on this database was last alive (stopped, or its latest
-    heartbeat): until then a scheduler may have been running the jobs."""
-    seen = func.max(
-        type_coerce(
-            func.coalesce(instances.c.stopped_at, instances.c.heartbeat_at),
-            instances.c.heartbeat_at.type,
-        )
-    )
+def _last_seen(engine: Engine, job_ids: Sequence[str]) -> dict[str, datetime]:
+    """Per stored job id: when the tracker instance that recorded its latest row (by fire time:
+    a run, or a ``missed`` row a start recorded) was last alive — its clean stop, or its
+    latest heartbeat. Until then a scheduler had the job (one still alive, another replica, was
+    seen just now)."""
+    found: dict[str, datetime] = {}
     with engine.connect() as conn:
-        return _utc(conn.execute(select(seen).where(instances.c.instance != instance)).scalar())
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            latest = (
+                select(executions.c.job_id, func.max(executions.c.scheduled_at).label("at"))
+                .where(executions.c.job_id.in_(chunk))
+                .group_by(executions.c.job_id)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(
+                    executions.c.job_id,
+                    func.max(
+                        type_coerce(
+                            func.coalesce(instances.c.stopped_at, instances.c.heartbeat_at),
+                            instances.c.heartbeat_at.type,
+                        )
+                    ),
+                )
+                .join(
+                    latest,
+                    and_(
+                        executions.c.job_id == latest.c.job_id,
+                        executions.c.scheduled_at == latest.c.at,
+                    ),
+                )
+                .join(instances, instances.c.instance == executions.c.instance)
+                .group_by(executions.c.job_id)
+            )
+            for job_id, seen in rows:
+                moment = _utc(seen)
+                if moment is not None:
+                    found[job_id] = moment
+    return found
 
 
 def _utc(moment: Any) -> datetime | None:
@@ -104,15 +134,34 @@ def _utc(moment: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _walk_from(trigger: Any, last_run: datetime, accounted: datetime | None) -> datetime:
+    """Where to start stepping through the fire times after ``last_run`` to find those after
+    ``accounted``: the latest fire time at or before it where the trigger says so at once
+    (cron: an absolute schedule; interval: ``last_run`` plus whole intervals), else
+    ``last_run`` (so the walk costs what the outage lasted, not the age of the last run)."""
+    if accounted is None or accounted <= last_run:
+        return last_run
+    if isinstance(trigger, CronTrigger):
+        return accounted
+    if isinstance(trigger, IntervalTrigger):
+        step: timedelta = trigger.interval
+        if step > timedelta(0):
+            return last_run + step * ((accounted - last_run) // step)
+    return last_run
+
+
 def missed_while_down(
     trigger: Any, last_run: datetime, accounted: datetime | None, until: datetime
 ) -> tuple[int, datetime | None, datetime | None]:
     """(how many, first, last) fire times of ``trigger`` after ``last_run`` (computed from it, as
-    the scheduler that ran it would have), after ``accounted``, and before ``until``."""
+    the scheduler that ran it would have), after ``accounted``, and before ``until``. At most
+    :data:`_MOST_COUNTED` fire times are looked at."""
     count = 0
     first = last = None
-    current: datetime | None = last_run
-    while current is not None and count < _MOST_COUNTED:
+    current: datetime | None = _walk_from(trigger, last_run, accounted)
+    for _ in range(_MOST_COUNTED):
+        if current is None:
+            break
         following = trigger.get_next_fire_time(current, current + _STEP)
         if following is None or following <= current or following >= until:
             break
@@ -134,16 +183,17 @@ def record_downtime(
     (see the module's text); returns how many ``missed`` rows were recorded."""
     stored = {stored_job_id(job_id): job_id for job_id, *_ in jobs}
     history = _history(engine, list(stored))
-    others = _others_last_seen(engine, hub.instance)
+    seen = _last_seen(engine, list(stored))
     recorded = 0
-    for job_id, name, trigger, next_run, tags, grace in jobs:
+    for job_id, name, trigger, next_run, tags in jobs:
         last_run, missed_at = (_utc(v) for v in history.get(stored_job_id(job_id), (None, None)))
         if last_run is None:
             continue
-        accounted = max((m for m in (missed_at, others) if m is not None), default=None)
-        # Due within its misfire_grace_time before the start: late, not missed (a restart that
-        # short is within what the job tolerates; APScheduler would have run it, late).
-        until = min(started - timedelta(seconds=grace), next_run.astimezone(UTC))
+        accounted = max(
+            (m for m in (missed_at, seen.get(stored_job_id(job_id))) if m is not None),
+            default=None,
+        )
+        until = min(started, next_run.astimezone(UTC))
         try:
             schedule, _ = without_jitter(trigger)  # (asked again, the jitter draws anew)
             count, first, last = missed_while_down(schedule, last_run, accounted, until)

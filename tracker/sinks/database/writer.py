@@ -536,11 +536,13 @@ _ON_CONFLICT = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "run_id")
     + f" WHERE {executions.name}.status = '{Status.RUNNING.value}'"
     + f" OR ({executions.name}.status = '{Status.INTERRUPTED.value}'"
-    + f" AND {executions.name}.error_type = '{PROCESS_DIED}')"
+    + f" AND {executions.name}.error_type = '{PROCESS_DIED}'"
+    + f" AND excluded.status <> '{Status.RUNNING.value}')"
 )
 """A finished state replaces a ``running`` one, and an ``interrupted`` one that was only
-inferred (its process was taken for dead: :data:`PROCESS_DIED`); an older ``running`` state
-never overwrites a finished one (records may be retried after a failed write)."""
+inferred (its process was taken for dead: :data:`PROCESS_DIED`); a ``running`` state never
+overwrites a finished one (records may be retried after a failed write), nor that inference
+(the instance is marked stopped then: nothing would close the row again)."""
 
 
 @functools.cache
