@@ -33,7 +33,7 @@ from conftest import need
 from sqlalchemy import create_engine, text
 from support import ok_job, wait_for
 from test_alert_receivers import Receiver, make_receiver, receiver  # noqa: F401 - fixtures
-from test_watchdog import Capture
+from test_watchdog import Capture, make
 
 from tracker import (
     AlertConfig,
@@ -77,10 +77,10 @@ def test_a_blocked_scheduler_reports_missed_once(
     database_url: str, capture: Capture, receiver: Receiver
 ) -> None:
     """Fire times passing while the scheduler is blocked are recorded missed once and alerted."""
-    tracker = watched(
+    tracker = make(
         database_url,
         capture,
-        WatchdogSettings(interval=0.05, grace=0.3),
+        watchdog=WatchdogSettings(interval=0.05, grace=0.3),
         alerts=AlertConfig(channels=[WebhookChannel(receiver.url)], backoff=0.02),
     )
     scheduler = BackgroundScheduler(timezone="UTC")
@@ -177,18 +177,6 @@ def simulate(
         watch.record_overdue(now, since=start)
         now += timedelta(minutes=1)
     return fired
-
-
-def watched(url: str, capture: Capture, watchdog: WatchdogSettings, **options: Any) -> Tracker:
-    """A tracker whose records ``capture`` keeps, with this watchdog (no metrics)."""
-    return Tracker(
-        url,
-        settings=TrackerSettings(flush_interval=0.02),
-        sinks=[capture],
-        metrics=False,
-        watchdog=watchdog,
-        **options,
-    )
 
 
 def scheduled_job(
@@ -403,10 +391,10 @@ def test_a_job_the_store_cannot_restore_is_reported(
     first.shutdown(wait=False)
     corrupt(store_url, "report", lambda state: state.update(func="support:no_such_function"))
 
-    tracker = watched(
+    tracker = make(
         sqlite_url,
         capture,
-        WatchdogSettings(interval=0.05),
+        watchdog=WatchdogSettings(interval=0.05),
         alerts=AlertConfig(channels=[WebhookChannel(receiver.url)], backoff=0.02),
     )
     second = BackgroundScheduler(
@@ -431,7 +419,9 @@ def test_a_job_deleted_behind_the_schedulers_back_is_reported(
     sqlite_url: str, store_url: str, capture: Capture
 ) -> None:
     """Comparing known jobs with the store finds a job removed without the scheduler."""
-    tracker = watched(sqlite_url, capture, WatchdogSettings(interval=0.05, vanish_interval=0.1))
+    tracker = make(
+        sqlite_url, capture, watchdog=WatchdogSettings(interval=0.05, vanish_interval=0.1)
+    )
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(url=store_url)}, timezone="UTC"
     )
@@ -518,7 +508,7 @@ def test_a_job_with_jitter_on_a_real_scheduler_gets_no_missed_rows(
 ) -> None:
     """Every fire time of a jittered job runs: no row but succeeded ones (each run used to
     be followed by a false coalesced ``missed`` row about half the time)."""
-    tracker = watched(sqlite_url, capture, WatchdogSettings(interval=0.02, grace=0.05))
+    tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.02, grace=0.05))
     scheduler = BackgroundScheduler(timezone="UTC")
     tracker.instrument(scheduler)
     scheduler.add_job(
@@ -539,7 +529,7 @@ def test_with_misfire_grace_time_none_a_late_fire_time_is_one_row(
     """``misfire_grace_time=None``: APScheduler runs a fire time however late, so the watchdog
     does not call it missed (it used to, and the late run then gave the fire time a second
     row). It says once, in the log, that the job is overdue."""
-    tracker = watched(sqlite_url, capture, WatchdogSettings(interval=0.05, grace=0.2))
+    tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.05, grace=0.2))
     scheduler = BackgroundScheduler(timezone="UTC")
     tracker.instrument(scheduler)
     scheduler.add_job(
@@ -591,7 +581,7 @@ def test_a_standby_that_resumes_counts_no_fire_time_the_active_one_ran(
     ran = threading.Semaphore(0)
     active.add_listener(lambda event: ran.release(), EVENT_JOB_EXECUTED)
     active.start(paused=True)
-    tracker = watched(sqlite_url, capture, WatchdogSettings(interval=0.05, grace=0.3))
+    tracker = make(sqlite_url, capture, watchdog=WatchdogSettings(interval=0.05, grace=0.3))
     standby = _store_scheduler(store_url)
     tracker.instrument(standby)
     standby.start(paused=True)
@@ -664,7 +654,9 @@ def test_a_job_the_redis_store_cannot_restore_is_reported_once_under_its_id(
     from apscheduler.jobstores.redis import RedisJobStore
 
     client, prefix = redis_store
-    tracker = watched(sqlite_url, capture, WatchdogSettings(interval=0.05, vanish_interval=0.1))
+    tracker = make(
+        sqlite_url, capture, watchdog=WatchdogSettings(interval=0.05, vanish_interval=0.1)
+    )
     store = RedisJobStore(
         host="127.0.0.1", port=6379, db=15, jobs_key=f"{prefix}.jobs",
         run_times_key=f"{prefix}.run_times",
