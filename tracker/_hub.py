@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
-from ._plain import EXACT_SECONDS, RunRow
+from ._plain import EXACT_SECONDS, RunRow, plain_value
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -516,14 +516,14 @@ class Hub:
         if error is not None:
             etype, emessage, etb = self._error_details(error)
             if type(emessage) is not str:  # (an exception's __str__ gave a str subclass)
-                emessage = str.__str__(emessage)
+                emessage = plain_value(emessage)
         # Builtins only: the writer process cannot unpickle the service's own classes (a job id
         # that is an enum.StrEnum member defined in its __main__).
         job_id, job_name = run.job_id, run.job_name
-        if type(job_id) is not str and isinstance(job_id, str):
-            job_id = str.__str__(job_id)
-        if type(job_name) is not str and isinstance(job_name, str):
-            job_name = str.__str__(job_name)
+        if type(job_id) is not str:
+            job_id = plain_value(job_id)
+        if type(job_name) is not str:
+            job_name = plain_value(job_name)
         trace_id = span_id = None
         if run._span_ints is not None or run._trace_id is not None or run._span_id is not None:
             trace_id, span_id = run.trace_id, run.span_id

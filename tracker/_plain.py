@@ -172,9 +172,7 @@ def to_plain(e: Execution) -> PlainRecord:
         or (message is not None and type(message) is not str)
     ):
         for at in _AT_TEXTS:
-            text = values[at]
-            if type(text) is not str and isinstance(text, str):
-                values[at] = str.__str__(text)
+            values[at] = plain_value(values[at])
     return tuple(values)
 
 
@@ -182,7 +180,7 @@ def _plain_tags(tags: Mapping[str, str]) -> dict[str, str]:
     plain = dict(tags)
     for key, value in plain.items():
         if type(key) is not str or type(value) is not str:
-            return {plain_value(k): plain_value(v) for k, v in plain.items()}
+            return plain_value(plain)  # type: ignore[no-any-return]
     return plain
 
 

@@ -59,9 +59,12 @@ def _due_jobs(scheduler: Any) -> list[_Job]:
     return jobs
 
 
-def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
-    """Per stored job id: the latest fire time of a run (any row but ``missed``), and when the
-    latest ``missed`` row was recorded."""
+def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any, Any]]:
+    """Per stored job id: the latest fire time of a run (any row but ``missed``); when the
+    latest ``missed`` row was recorded; and when the tracker instance that recorded its latest
+    row (by fire time: a run, or a ``missed`` row a start recorded) was last alive — its clean
+    stop, or its latest heartbeat. Until then a scheduler had the job (one still alive, another
+    replica, was seen just now)."""
     missed = executions.c.status == Status.MISSED.value
     last_run = func.max(
         type_coerce(
@@ -71,7 +74,13 @@ def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any
     last_missed = func.max(
         type_coerce(case((missed, executions.c.finished_at)), executions.c.finished_at.type)
     )
-    found: dict[str, tuple[Any, Any]] = {}
+    seen = func.max(
+        type_coerce(
+            func.coalesce(instances.c.stopped_at, instances.c.heartbeat_at),
+            instances.c.heartbeat_at.type,
+        )
+    )
+    found: dict[str, tuple[Any, Any, Any]] = {}
     with engine.connect() as conn:
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]
@@ -80,35 +89,15 @@ def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any
                 .where(executions.c.job_id.in_(chunk))
                 .group_by(executions.c.job_id)
             ):
-                found[job_id] = (run, missed_at)
-    return found
-
-
-def _last_seen(engine: Engine, job_ids: Sequence[str]) -> dict[str, datetime]:
-    """Per stored job id: when the tracker instance that recorded its latest row (by fire time:
-    a run, or a ``missed`` row a start recorded) was last alive — its clean stop, or its
-    latest heartbeat. Until then a scheduler had the job (one still alive, another replica, was
-    seen just now)."""
-    found: dict[str, datetime] = {}
-    with engine.connect() as conn:
-        for start in range(0, len(job_ids), 500):
-            chunk = job_ids[start : start + 500]
+                found[job_id] = (run, missed_at, None)
             latest = (
                 select(executions.c.job_id, func.max(executions.c.scheduled_at).label("at"))
                 .where(executions.c.job_id.in_(chunk))
                 .group_by(executions.c.job_id)
                 .subquery()
             )
-            rows = conn.execute(
-                select(
-                    executions.c.job_id,
-                    func.max(
-                        type_coerce(
-                            func.coalesce(instances.c.stopped_at, instances.c.heartbeat_at),
-                            instances.c.heartbeat_at.type,
-                        )
-                    ),
-                )
+            for job_id, seen_at in conn.execute(
+                select(executions.c.job_id, seen)
                 .join(
                     latest,
                     and_(
@@ -118,11 +107,9 @@ def _last_seen(engine: Engine, job_ids: Sequence[str]) -> dict[str, datetime]:
                 )
                 .join(instances, instances.c.instance == executions.c.instance)
                 .group_by(executions.c.job_id)
-            )
-            for job_id, seen in rows:
-                moment = _utc(seen)
-                if moment is not None:
-                    found[job_id] = moment
+            ):
+                run, missed_at, _ = found[job_id]
+                found[job_id] = (run, missed_at, seen_at)
     return found
 
 
@@ -181,18 +168,14 @@ def record_downtime(
 ) -> int:
     """Record, for each job, the fire times that passed before ``started`` with no scheduler
     (see the module's text); returns how many ``missed`` rows were recorded."""
-    stored = {stored_job_id(job_id): job_id for job_id, *_ in jobs}
-    history = _history(engine, list(stored))
-    seen = _last_seen(engine, list(stored))
+    stored = [stored_job_id(job_id) for job_id, *_ in jobs]
+    history = _history(engine, sorted(set(stored)))
     recorded = 0
-    for job_id, name, trigger, next_run, tags in jobs:
-        last_run, missed_at = (_utc(v) for v in history.get(stored_job_id(job_id), (None, None)))
+    for (job_id, name, trigger, next_run, tags), key in zip(jobs, stored, strict=True):
+        last_run, missed_at, seen = (_utc(v) for v in history.get(key, (None, None, None)))
         if last_run is None:
             continue
-        accounted = max(
-            (m for m in (missed_at, seen.get(stored_job_id(job_id))) if m is not None),
-            default=None,
-        )
+        accounted = max((m for m in (missed_at, seen) if m is not None), default=None)
         until = min(started, next_run.astimezone(UTC))
         try:
             schedule, _ = without_jitter(trigger)  # (asked again, the jitter draws anew)

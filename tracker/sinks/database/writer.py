@@ -448,12 +448,10 @@ class DatabaseSink(BaseSink):
             self._write()
         if earlier is not None:  # its runs left running: nothing of this process is written yet
             with self.engine.begin() as conn:
-                seen = literal(_utc(earlier.heartbeat_at), executions.c.finished_at.type)
-                ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
                 closed = close_interrupted(
                     conn,
                     self.instance,
-                    ended,
+                    _utc(earlier.heartbeat_at),
                     f"The process running this job (instance {self.instance}, process "
                     f"{earlier.pid}) stopped while it was in progress; it was last seen at "
                     f"{_utc(earlier.heartbeat_at).isoformat()}.",
@@ -735,9 +733,12 @@ def instance_dead(
     return _utc(heartbeat_at) < datetime.now(UTC) - timedelta(seconds=stale_after)
 
 
-def close_interrupted(conn: Connection, instance: str, ended: Any, message: str) -> int:
-    """Close ``instance``'s ``running`` rows as ``interrupted`` (its process died), ending at
-    ``ended`` (a time, or an SQL expression of the row); returns how many."""
+def close_interrupted(conn: Connection, instance: str, last_seen: datetime, message: str) -> int:
+    """Close ``instance``'s ``running`` rows as ``interrupted`` (its process died), ending when
+    it was ``last_seen`` or, for a run that started after that, when it started (never before
+    its own start); returns how many."""
+    seen = literal(last_seen, executions.c.finished_at.type)
+    ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
     result = conn.execute(
         update(executions)
         .where(and_(executions.c.status == Status.RUNNING.value, executions.c.instance == instance))
@@ -779,14 +780,10 @@ def interrupt_dead_instances(
                 dead.append((inst, heartbeat_at))
         closed = 0
         for inst, heartbeat_at in dead:
-            # Ended when last seen, or, for a run that started after that, when it started:
-            # never before its own start.
-            seen = literal(heartbeat_at, executions.c.finished_at.type)
-            ended = case((executions.c.started_at > seen, executions.c.started_at), else_=seen)
             closed += close_interrupted(
                 conn,
                 inst,
-                ended,
+                heartbeat_at,
                 f"The process running this job ({inst}) stopped while it was in progress; "
                 f"it was last seen at {heartbeat_at.isoformat()}.",
             )
