@@ -170,6 +170,15 @@ def test_an_in_memory_database_is_refused(url) -> None:
         Tracker(url, settings=TrackerSettings(database_writer="process"))
 
 
+def _stop_writer(sink: ProcessDatabaseSink) -> int:
+    """Stop ``sink``'s writer process (SIGSTOP: a database call that never returns); its pid,
+    for the SIGCONT after."""
+    writer = sink.pid
+    assert writer is not None
+    os.kill(writer, signal.SIGSTOP)
+    return writer
+
+
 def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> None:
     """The writer process stops (SIGSTOP) and its pipe fills: the jobs carry on, close()
     returns within its timeout, and what was not durable is spilled, then written by the
@@ -178,9 +187,7 @@ def test_a_writer_that_stops_reading_cannot_hang_close(sqlite_url, tmp_path) -> 
     tracker = Tracker(sqlite_url, settings=settings)
     sink = tracker.database
     assert isinstance(sink, ProcessDatabaseSink)
-    writer = sink.pid
-    assert writer is not None
-    os.kill(writer, signal.SIGSTOP)
+    writer = _stop_writer(sink)
     try:
         started = time.monotonic()
         for _ in range(3000):  # far more than a pipe holds
@@ -657,9 +664,7 @@ def test_a_run_spilled_by_the_service_is_written_as_it_ended(sqlite_url, tmp_pat
     run ``succeeded`` (the first state read used to win: the run stayed ``running``, or was
     closed as interrupted)."""
     sink = ProcessDatabaseSink(sqlite_url, instance="spilled", spill_dir=tmp_path, interval=0.02)
-    writer = sink.pid
-    assert writer is not None
-    os.kill(writer, signal.SIGSTOP)
+    writer = _stop_writer(sink)
     try:
         running = _record("spilled")
         sink.handle([running])
@@ -791,9 +796,7 @@ def test_close_returns_within_its_timeout_when_the_writer_does_not_answer(
     tracker = Tracker(sqlite_url, settings=settings, metrics=False, watchdog=False)
     sink = tracker.database
     assert isinstance(sink, ProcessDatabaseSink)
-    writer = sink.pid
-    assert writer is not None
-    os.kill(writer, signal.SIGSTOP)
+    writer = _stop_writer(sink)
     try:
         for _ in range(5):
             support.ok_job()
