@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 import support
@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, select
 from tracker import (
     ConfigurationError,
     Execution,
+    Origin,
     Status,
     Tracker,
     TrackerSettings,
@@ -596,6 +597,50 @@ def test_job_ids_and_names_of_str_subclasses_reach_the_writer_process_as_text(
     finally:
         scheduler.shutdown()
         tracker.close()
+
+
+class _Shifted(tzinfo):
+    """A time zone class of the service's own (put in its ``__main__`` by the test)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=2)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "SHIFTED"
+
+
+def test_far_times_in_a_time_zone_class_of_the_service_reach_the_writer_process(
+    sqlite_url, tmp_path, monkeypatch
+) -> None:
+    """Times past 2106 are sent as datetimes: one whose ``tzinfo`` is a class of the service's
+    ``__main__`` (which the writer process cannot import) made the writer exit on its batch,
+    again at every restart, and nothing more was written. They are sent with their offset as a
+    builtin ``timezone``: the same instant is stored."""
+    monkeypatch.setattr(_Shifted, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_Shifted", _Shifted, raising=False)
+    due = datetime(2200, 1, 1, 12, 0, tzinfo=_Shifted())
+    settings = TrackerSettings(flush_interval=0.02, database_writer="process", spill_dir=tmp_path)
+    with Tracker(sqlite_url, settings=settings, metrics=False, watchdog=False) as tracker:
+        assert tracker.hub._run_rows  # a run's fire time goes as a run row's
+        record = _record(tracker.instance, Status.SUCCEEDED)._replace(
+            job_id="record", scheduled_at=due, started_at=due, finished_at=due
+        )
+        tracker.hub.record(record)
+        run = tracker.hub.begin("run", "run", due, Origin.SCHEDULED, None, None, None)
+        tracker.hub.finish(run)
+        assert tracker.flush(timeout=10)
+        sink = tracker.database
+        assert isinstance(sink, ProcessDatabaseSink)
+        assert sink.restarts == 0
+        (stored,) = tracker.executions(job_id="record")
+        (ran,) = tracker.executions(job_id="run")
+    assert stored.scheduled_at == stored.started_at == due
+    assert stored.scheduled_at.utcoffset() == timedelta(0)
+    assert ran.scheduled_at == due
+    assert ran.status is Status.SUCCEEDED
 
 
 def test_a_record_that_cannot_be_pickled_is_dropped_and_counted(sqlite_url, tmp_path, caplog):

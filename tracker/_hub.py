@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
-from ._plain import EXACT_SECONDS, RunRow, plain_value
+from ._plain import EXACT_SECONDS, RunRow, plain_value, portable_time
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -511,7 +511,10 @@ class Hub:
                 seconds = (scheduled_at - epoch).total_seconds()
             if run.origin is _SCHEDULED:
                 self._note_fired(run.job_id, seconds)
-            scheduled = seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else scheduled_at
+            if -EXACT_SECONDS < seconds < EXACT_SECONDS:
+                scheduled = seconds
+            else:  # (its tzinfo may be a class the writer process cannot unpickle)
+                scheduled = portable_time(scheduled_at)
         etype = emessage = etb = None
         if error is not None:
             etype, emessage, etb = self._error_details(error)

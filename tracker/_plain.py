@@ -4,7 +4,8 @@ pickles them to its child, which makes the records).
 A **plain record** (:func:`to_plain`) has the fields of :class:`~tracker.Execution`, in the same
 order, with ``status`` and ``origin`` as their text values, ``tags`` as a ``dict`` (``None``
 when there are none), and each time as its Unix ``timestamp()`` float where that comes back to
-the same microsecond (years 1834 to 2106), else as an aware ``datetime``.
+the same microsecond (years 1834 to 2106), else as an aware ``datetime`` whose ``tzinfo`` is a
+builtin ``timezone`` (:func:`portable_time`).
 
 A **run row** (:data:`RunRow`) is what the hub knows of a finished run, before any of it is
 worked out: its id if it has one, the fire time as seconds, the start as the clock read it, the
@@ -23,7 +24,7 @@ the service's classes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -68,9 +69,9 @@ RunRow = tuple[Any, ...]
 """A finished run as the hub knows it: ``(run_id or None, job_id, job_name, status, scheduled,
 wall, duration, error_type, error_message, traceback, instance, origin, trace_id, span_id,
 tags)``. ``status`` and ``origin`` as text; ``scheduled`` the fire time as seconds since 1970
-where that is exact (else an aware ``datetime``; ``None`` for a direct call: its start);
-``wall`` the start as ``time.time()`` read it; ``duration`` in seconds; ``tags`` a ``dict`` or
-``None``."""
+where that is exact (else an aware ``datetime`` with a builtin ``timezone``; ``None`` for a
+direct call: its start); ``wall`` the start as ``time.time()`` read it; ``duration`` in seconds;
+``tags`` a ``dict`` or ``None``."""
 
 RUN_ROW_LENGTH = 15
 
@@ -202,11 +203,22 @@ def plain_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def plain_time(moment: datetime | None) -> datetime | float | None:
-    """``moment`` as its timestamp where that is exact (else itself)."""
+    """``moment`` as its timestamp where that is exact (else as a :func:`portable_time`)."""
     if moment is None or moment.tzinfo is None:
         return moment
     seconds = moment.timestamp()
-    return seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else moment
+    return seconds if -EXACT_SECONDS < seconds < EXACT_SECONDS else portable_time(moment)
+
+
+def portable_time(moment: datetime) -> datetime:
+    """``moment`` (aware) with its offset as a builtin ``timezone``: the same instant, whatever
+    its ``tzinfo`` was (a class of the service's own, which the writer process could not
+    unpickle). Kept as it is when it has a ``timezone`` already (``UTC`` too)."""
+    tzinfo = moment.tzinfo
+    if tzinfo is None or type(tzinfo) is timezone:
+        return moment
+    offset = moment.utcoffset()
+    return moment.replace(tzinfo=None if offset is None else timezone(offset))
 
 
 def from_plain(row: PlainRecord) -> Execution:
