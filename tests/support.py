@@ -77,6 +77,11 @@ def plain_job() -> None:
         RUNS.append("plain")
 
 
+def plain_slow_job(seconds: float = 0.5) -> None:
+    """An undecorated job that takes ``seconds``."""
+    time.sleep(seconds)
+
+
 def plain_failing_job() -> None:
     raise KeyError("missing")
 

@@ -506,7 +506,10 @@ def test_a_full_buffer_keeps_one_record_per_run_as_the_thread_writer_does(
             run.join()
         assert not tracker.flush(timeout=0.5)  # (every final state handed to the sink by then)
         assert tracker.stats().dropped == {}
-        assert sink.pending == 60
+        # Within the bound: 60 when every final state met a full buffer; a last batch that
+        # fits beside the others is sent as it is (its runs' `running` records are written
+        # before their final ones once the database is back).
+        assert 60 <= sink.pending <= 100
         holder.execute("COMMIT")
         assert tracker.flush(timeout=10)
     finally:

@@ -356,6 +356,57 @@ def test_real_misfire_is_recorded_as_missed(tracker) -> None:
     assert row.started_at is None
 
 
+def test_an_undecorated_jobs_missed_fire_time_is_one_missed_row(tracker_factory) -> None:
+    """APScheduler announces the submission of a fire time it then finds missed (its run_job
+    checks the grace time): for an undecorated job that opened a run, which stayed in progress
+    and became an ``interrupted`` row at close, beside the ``missed`` one. One ``missed`` row."""
+    tracker = tracker_factory()
+    scheduler = background()
+    tracker.instrument(scheduler)
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    scheduler.add_job(
+        support.plain_job, "interval", hours=1, id="plain", next_run_time=due, misfire_grace_time=1
+    )
+    scheduler.start()
+    try:
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="plain"))
+        assert tracker.flush(10)
+        assert tracker.stats().live_runs == 0
+    finally:
+        scheduler.shutdown()
+    tracker.close()
+    assert row.status is Status.MISSED and row.scheduled_at == due
+    with tracker_factory() as later:
+        assert [r.status for r in later.executions(job_id="plain")] == [Status.MISSED]
+
+
+def test_one_job_id_in_two_schedulers_on_one_tracker_is_two_runs(tracker) -> None:
+    """Runs known from events were told apart by job id and fire time only: the same job id in
+    two schedulers, at the same fire time, made one run of the two (the second start ignored,
+    its end recorded as a run of no duration, as late as the first run was long)."""
+    schedulers = [background(), background()]
+    start = datetime.now(UTC) + timedelta(seconds=0.3)
+    for scheduler in schedulers:
+        tracker.instrument(scheduler)
+        scheduler.add_job(support.plain_slow_job, "date", run_date=start, args=[0.3], id="nightly")
+        scheduler.start()
+    try:
+        rows = support.wait_for(
+            lambda: (
+                len(finished(tracker, job_id="nightly")) == 2
+                and finished(tracker, job_id="nightly")
+            )
+        )
+    finally:
+        for scheduler in schedulers:
+            scheduler.shutdown()
+    assert len({r.run_id for r in rows}) == 2
+    for row in rows:
+        assert row.status is Status.SUCCEEDED
+        assert row.duration_s is not None and row.duration_s >= 0.25
+        assert row.lateness_s < 0.25
+
+
 def test_max_instances_skip_is_recorded(tracker) -> None:
     """A fire time not started because the previous run is still going becomes `skipped`."""
     scheduler = background()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import gzip
 import json
 import logging
@@ -18,6 +20,7 @@ import pytest
 import sentry_sdk
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -389,6 +392,103 @@ def test_a_run_cut_short_by_close_leaves_its_scope_behind(make: Any, sentry: _Se
     (event,) = sentry.of_type("event")
     assert event["message"] == "after the tracker closed"
     assert "run_id" not in event.get("tags", {}) and "job_id" not in event.get("tags", {})
+
+
+def test_asyncio_runs_start_from_the_schedulers_context_not_add_jobs_callers(
+    make: Any, sentry: _Sentry
+) -> None:
+    """On an AsyncIOScheduler, ``add_job()`` wakes the scheduler, and the wake-up ran in a copy of
+    the caller's context; so did the timer it set and every job task after it. An HTTP request
+    adding a job (its Sentry user and tags, its structlog context), or a run adding one (the tags
+    it set), then marked every later run of every job. Runs now start from the context the
+    scheduler was started in."""
+    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id")
+    seen: list[str | None] = []
+    enough: list[asyncio.Event] = []
+
+    def saw() -> None:
+        seen.append(request_id.get(None))
+        if len(seen) >= 4:
+            enough[0].set()
+
+    @tracked_job
+    async def fan_out() -> None:
+        sentry_sdk.set_tag("customer", "bob")
+        scheduler.add_job(follow_up, id="follow_up")
+
+    @tracked_job
+    async def follow_up() -> None:
+        saw()
+
+    @tracked_job
+    async def billing_sync() -> None:
+        saw()
+        raise RuntimeError("billing sync failed")
+
+    async def request() -> None:  # what an endpoint adding a job does, in its own task
+        request_id.set("req-1")
+        sentry_sdk.get_isolation_scope().set_user({"id": "alice"})
+        sentry_sdk.get_isolation_scope().set_tag("tenant", "acme")
+        scheduler.add_job(fan_out, id="fan_out")
+
+    tracker = make(sentry=True)
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    tracker.instrument(scheduler)
+
+    async def main() -> None:
+        enough.append(asyncio.Event())
+        scheduler.start()
+        scheduler.add_job(billing_sync, "interval", seconds=0.1, id="billing_sync")
+        with sentry_sdk.isolation_scope():
+            await asyncio.create_task(request())
+        await asyncio.wait_for(enough[0].wait(), 10)
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert tracker.flush(10)
+    sentry_sdk.flush(5)
+    assert len(seen) >= 4 and seen == [None] * len(seen)
+    events = [e for e in sentry.of_type("event") if e["tags"]["job_id"] == "billing_sync"]
+    assert len(events) >= 3
+    for event in events:
+        assert "user" not in event
+        assert "tenant" not in event["tags"] and "customer" not in event["tags"]
+
+
+def test_a_failure_on_an_executor_other_than_default_is_sent_once(
+    make: Any, endpoint: _Sentry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """APScheduler's record of a failure was dropped only on executors whose logger existed when
+    the tracker was made (``default``): a job on another executor reached Sentry twice (the
+    run's event, and the record through the logging integration), and the record reached the
+    service's log handlers."""
+    _init(
+        endpoint,
+        default_integrations=False,
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+    )
+    try:
+        tracker = make(sentry=True)
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(2), "io_pool": ThreadPoolExecutor(2)},
+            timezone="UTC",
+        )
+        tracker.instrument(scheduler)
+        scheduler.start()
+        try:
+            scheduler.add_job(failing_job, id="invoices", executor="io_pool")
+            scheduler.add_job(plain_failing_job, id="plain", executor="io_pool")
+            _finished(tracker, "invoices")
+            _finished(tracker, "plain")
+        finally:
+            scheduler.shutdown()
+        sentry_sdk.flush(5)
+    finally:
+        _uninit()
+    events = endpoint.of_type("event")
+    assert sorted(e["tags"]["job_id"] for e in events) == ["invoices", "plain"]
+    assert not [r for r in caplog.records if "raised an exception" in r.getMessage()]
 
 
 def test_sentry_not_initialised_is_a_no_op(make: Any) -> None:

@@ -662,6 +662,31 @@ class Hub:
                     self.report_error(hook.name, exc)
         return run
 
+    def event_missed(self, key: Hashable, record: Execution, *, recorded: bool = False) -> None:
+        """The fire time ``key`` stands for was missed (it passed its grace time before its run
+        began), and ``record`` says so; ``recorded``: a record of it was published already.
+        The integration announces its submission as well, from another thread, before or after:
+        a run opened from that did not take place. ``record`` takes its place, under its run
+        id, so that a ``running`` row published for it is replaced (only then, if ``recorded``).
+        A submission still to come is ignored."""
+        with self._lock:
+            run = self._by_key.pop(key, None)
+            if run is None:
+                self._tombstones[key] = None
+                if len(self._tombstones) > _TOMBSTONES:
+                    self._tombstones.popitem(last=False)
+            elif self._live.pop(run, None) is None:
+                run = None  # closed meanwhile (shutdown): its record is out already
+            else:
+                run.ended = True
+        if run is not None:
+            if recorded and not run.announced:
+                return
+            record = record._replace(run_id=run.run_id)
+        elif recorded:
+            return
+        self.record(record)
+
     def has_event_run(self, key: Hashable) -> bool:
         """Whether a run opened by :meth:`event_started` under ``key`` is in progress."""
         return key in self._by_key

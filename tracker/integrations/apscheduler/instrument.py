@@ -18,6 +18,7 @@ Listeners turn scheduler events into records:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from typing import Any
 
 from apscheduler.events import (
     EVENT_ALL_JOBS_REMOVED,
+    EVENT_EXECUTOR_ADDED,
     EVENT_JOB_ADDED,
     EVENT_JOB_ERROR,
     EVENT_JOB_EXECUTED,
@@ -49,6 +51,8 @@ from ... import _context
 from ..._hub import Hub
 from ..._ids import new_run_id
 from ..._record import Execution, Origin, Status
+from ...sinks import _job_errors
+from .loop_context import restore_wakeups, run_wakeups_in
 from .missed import missed_fire_times
 from .registry import JobRegistry, KnownJob
 from .resolve import instrumented, resolve_apscheduler
@@ -58,6 +62,7 @@ logger = logging.getLogger("tracker.apscheduler")
 MASK = (
     EVENT_SCHEDULER_STARTED
     | EVENT_SCHEDULER_RESUMED
+    | EVENT_EXECUTOR_ADDED
     | EVENT_JOB_ADDED
     | EVENT_JOB_MODIFIED
     | EVENT_JOB_REMOVED
@@ -132,6 +137,7 @@ class SchedulerInstrumentation:
             EVENT_ALL_JOBS_REMOVED: self._on_all_removed,
             EVENT_SCHEDULER_STARTED: self._on_started,
             EVENT_SCHEDULER_RESUMED: self._on_resumed,
+            EVENT_EXECUTOR_ADDED: self._on_executor_added,
         }
         self._mask = MASK
         self._needs_outcomes = False  # once a job needs EXECUTED/ERROR, they stay asked for
@@ -139,12 +145,15 @@ class SchedulerInstrumentation:
         instrumented[id(scheduler)] = self
         scheduler.add_listener(self._on_event, MASK)
         if scheduler.running:
+            run_wakeups_in(scheduler, contextvars.copy_context())
+            _job_errors.attach_filter()
             self.scan()
 
     def detach(self) -> None:
         """Stop listening to the scheduler."""
         with contextlib.suppress(KeyError):
             self.scheduler.remove_listener(self._on_event)
+        restore_wakeups(self.scheduler)
         if instrumented.get(id(self.scheduler)) is self:
             del instrumented[id(self.scheduler)]
 
@@ -339,7 +348,7 @@ class SchedulerInstrumentation:
 
     def _on_finished(self, event: JobExecutionEvent) -> None:
         known = self._known(event.job_id)
-        key = (event.job_id, event.scheduled_run_time)
+        key = (self, event.job_id, event.scheduled_run_time)
         if not self.hub.has_event_run(key):
             if self._records_in_run(known):
                 # Recorded from inside the run. (A run opened from its submission is closed
@@ -370,13 +379,24 @@ class SchedulerInstrumentation:
         )
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
-        if self.claim_missed(event.job_id, event.scheduled_run_time):
-            self._record(
-                event.job_id,
-                Status.MISSED,
-                event.scheduled_run_time,
-                message="The fire time passed beyond the job's misfire_grace_time before it ran.",
-            )
+        claimed = self.claim_missed(event.job_id, event.scheduled_run_time)
+        record = self._missed_record(event.job_id, event.scheduled_run_time)
+        if self._records_in_run(self._known(event.job_id)):
+            if claimed:
+                self.hub.record(record)
+            return
+        # Its runs are known from events, and APScheduler announces a missed fire time's
+        # submission too (its run_job only then finds it too late): no run took place.
+        key = (self, event.job_id, event.scheduled_run_time)
+        self.hub.event_missed(key, record, recorded=not claimed)
+
+    def _missed_record(self, job_id: str, run_time: datetime) -> Execution:
+        return self._make_record(
+            job_id,
+            Status.MISSED,
+            run_time,
+            message="The fire time passed beyond the job's misfire_grace_time before it ran.",
+        )
 
     def _on_max_instances(self, event: JobSubmissionEvent) -> None:
         known = self._known(event.job_id)
@@ -400,7 +420,16 @@ class SchedulerInstrumentation:
             self._forget(job_id)
 
     def _on_started(self, event: SchedulerEvent) -> None:
+        # In start(), before its first wake-up: the context jobs of an AsyncIOScheduler start
+        # from is start()'s, not that of whoever calls add_job() later (see .loop_context).
+        run_wakeups_in(self.scheduler, contextvars.copy_context())
+        # Its executors' loggers exist now: APScheduler's report of a failure is dropped on
+        # each of them where a tracker reports failures itself (see sinks._job_errors).
+        _job_errors.attach_filter()
         self.scan()
+
+    def _on_executor_added(self, event: SchedulerEvent) -> None:
+        _job_errors.attach_filter()  # its logger exists once the executor is started
 
     def _on_resumed(self, event: SchedulerEvent) -> None:
         # Dispatched before the scheduler's first look at its due jobs. A paused scheduler
@@ -422,7 +451,7 @@ class SchedulerInstrumentation:
             job_id, origin = self._identity(event.job_id)
             for run_time in run_times:
                 self.hub.event_started(
-                    (event.job_id, run_time),
+                    (self, event.job_id, run_time),
                     job_id=job_id,
                     origin=origin,
                     job_name=known.name if known else event.job_id,
@@ -496,17 +525,20 @@ class SchedulerInstrumentation:
             )
 
     def _record(self, job_id: str, status: Status, run_time: datetime, *, message: str) -> None:
+        self.hub.record(self._make_record(job_id, status, run_time, message=message))
+
+    def _make_record(
+        self, job_id: str, status: Status, run_time: datetime, *, message: str
+    ) -> Execution:
         known = self._known(job_id)
-        self.hub.record(
-            Execution(
-                run_id=new_run_id(),
-                job_id=job_id,
-                job_name=known.name if known else job_id,
-                status=status,
-                scheduled_at=run_time.astimezone(UTC),
-                finished_at=datetime.now(UTC),
-                lateness_s=(datetime.now(UTC) - run_time).total_seconds(),
-                error_message=message,
-                tags=known.tags if known else {},
-            )
+        return Execution(
+            run_id=new_run_id(),
+            job_id=job_id,
+            job_name=known.name if known else job_id,
+            status=status,
+            scheduled_at=run_time.astimezone(UTC),
+            finished_at=datetime.now(UTC),
+            lateness_s=(datetime.now(UTC) - run_time).total_seconds(),
+            error_message=message,
+            tags=known.tags if known else {},
         )
