@@ -335,6 +335,28 @@ def test_lifecycle_log_events_through_stdlib_logging_do_not_reach_sentry_again(
     assert event.get("logger") != RUNS_LOGGER
 
 
+@pytest.mark.usefixtures("stdlib_structlog")
+def test_logs_without_sentry_through_stdlib_logging_send_a_failure_once(
+    make: Any, endpoint: _Sentry
+) -> None:
+    """logs=True, sentry=False, structlog writing through stdlib logging, Sentry's logging
+    integration without dedupe: the failure reached Sentry twice — the exception (in place of
+    APScheduler's dropped record) and the ``job_failed`` line as a message. Once now."""
+    _init(
+        endpoint,
+        default_integrations=False,
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+    )
+    try:
+        tracker = make(logs=True)
+        _run(tracker, failing_job, "invoices")
+    finally:
+        _uninit()
+    (event,) = endpoint.of_type("event")
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+    assert event["tags"]["job_id"] == "invoices"
+
+
 def test_no_scope_leaks_between_runs_on_a_reused_pool_thread(make: Any, sentry: _Sentry) -> None:
     """On a one-thread pool, what run A set on its scope never shows on run B's event."""
     tracker = make(sentry=True)

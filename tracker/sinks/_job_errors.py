@@ -14,6 +14,12 @@ the exception to whoever would otherwise miss it: for a job *not* decorated with
 a tracker that reports logs but not Sentry, Sentry itself when its logging integration is
 on (it would have sent the record). Every other record, and every record of other
 schedulers, passes untouched. Standard library only (Sentry imported when present).
+
+For a tracker that writes lifecycle log events (``logs=True``), APScheduler's warnings that a
+fire time was missed (``Run time of job ... was missed by``) or skipped (``Execution of job
+... skipped: maximum number of running instances reached``) repeat its ``job_missed`` and
+``job_skipped`` events: they are dropped too (on ``apscheduler.executors.*`` and on
+``apscheduler.scheduler``).
 """
 
 from __future__ import annotations
@@ -27,16 +33,21 @@ from typing import Any
 from .._decorator import is_tracked
 from .._hub import Hub
 
-__all__ = ["JobErrorFilter", "attach_filter", "report_failures"]
+__all__ = ["JobErrorFilter", "attach_filter", "report_failures", "report_lifecycle"]
 
 MESSAGE = 'Job "%s" raised an exception'
 """The message APScheduler 3's ``run_job``/``run_coroutine_job`` log a job's exception with."""
+MISSED = 'Run time of job "%s" was missed by %s'
+SKIPPED = 'Execution of job "%s" skipped: maximum number of running instances reached (%d)'
+"""APScheduler 3's warnings of a missed fire time (``run_job``) and of a skipped one (the
+scheduler's ``_process_jobs``)."""
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 Reporter = Callable[[Any, str, ExcInfo], None]
 """Called with (APScheduler job, the tracker's job id, exc_info) for an undecorated job."""
 
 _reporters: weakref.WeakKeyDictionary[Hub, list[Reporter]] = weakref.WeakKeyDictionary()
+_lifecycle: weakref.WeakSet[Hub] = weakref.WeakSet()
 _seen = -1
 
 
@@ -48,10 +59,41 @@ def report_failures(hub: Hub, on_untracked: Reporter | None = None) -> None:
     attach_filter(force=True)
 
 
+def report_lifecycle(hub: Hub, logger_name: str) -> None:
+    """Declare that ``hub``'s tracker writes lifecycle log events on ``logger_name``: APScheduler's
+    own missed/skipped warnings are dropped for its schedulers' jobs, and Sentry's logging
+    integration (when there is one) ignores that logger: a failure reaches Sentry once, as the
+    exception (see :class:`JobErrorFilter`), not again as a ``job_failed`` message."""
+    _lifecycle.add(hub)
+    report_failures(hub)
+    try:
+        from sentry_sdk.integrations.logging import ignore_logger
+    except ImportError:
+        return
+    ignore_logger(logger_name)
+
+
+def _said_by_lifecycle_events(record: logging.LogRecord) -> bool:
+    """Whether ``record`` (a missed/skipped warning) is of a job whose tracker writes lifecycle
+    events, which say the same."""
+    from ..integrations.apscheduler import instrumentation_for
+
+    args = record.args
+    job: Any = args[0] if isinstance(args, tuple) and args else None
+    inst = instrumentation_for(getattr(job, "_scheduler", None))
+    return inst is not None and not inst.hub.closed and inst.hub in _lifecycle
+
+
 class JobErrorFilter(logging.Filter):
-    """Drops APScheduler's "raised an exception" record when a tracker reports that failure."""
+    """Drops APScheduler's "raised an exception" record when a tracker reports that failure, and
+    its missed/skipped warnings when a tracker writes lifecycle events."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == MISSED or record.msg == SKIPPED:
+            try:
+                return not (_lifecycle and _said_by_lifecycle_events(record))
+            except Exception:  # never lose a record because of us
+                return True
         if record.msg != MESSAGE or not record.exc_info or not _reporters:
             return True
         try:
@@ -108,8 +150,8 @@ def attach_filter(*, force: bool = False) -> None:
     names = logging.Logger.manager.loggerDict
     if not force and len(names) == _seen:
         return
-    for name in ["apscheduler.executors.default", *list(names)]:
-        if name.startswith("apscheduler.executors."):
+    for name in ["apscheduler.executors.default", "apscheduler.scheduler", *list(names)]:
+        if name.startswith("apscheduler.executors.") or name == "apscheduler.scheduler":
             target = logging.getLogger(name)
             if _FILTER not in target.filters:
                 target.addFilter(_FILTER)

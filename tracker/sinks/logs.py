@@ -535,5 +535,5 @@ def enable_logs(hub: Hub, format: LogFormat | None = None) -> LifecycleLogSink:
     hub.add_hook(LogContextHook())
     sink = LifecycleLogSink()
     hub.add_sink(sink)
-    _job_errors.report_failures(hub)
+    _job_errors.report_lifecycle(hub, sink.logger_name)
     return sink
