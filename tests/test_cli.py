@@ -146,6 +146,32 @@ def test_db_upgrade_creates_every_table(database_url: str) -> None:
     assert run("db", "upgrade", "--database-url", database_url)[0] == 0
 
 
+def test_db_upgrades_started_together_on_one_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """Several `tracker db upgrade` (replicas deploying at once) on one new SQLite file take
+    turns: each exits 0 and the file ends at every head (some failed with "table ... already
+    exists": only PostgreSQL took a lock)."""
+    from tracker.sinks.database import create_tracker_engine
+    from tracker.sinks.database.migrate import current_revisions, head_revisions
+
+    urls = [f"sqlite:///{tmp_path / f'race-{i}.sqlite3'}" for i in range(3)]
+    started = [
+        subprocess.Popen(
+            [TRACKER, "db", "upgrade", "--database-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+        for _ in range(6)
+    ]
+    failed = [err for err, code in ((p.communicate()[1], p.returncode) for p in started) if code]
+    assert failed == []
+    for url in urls:
+        engine = create_tracker_engine(url)
+        assert current_revisions(engine) == head_revisions()
+        engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

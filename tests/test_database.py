@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, inspect
@@ -150,6 +151,27 @@ def test_prune_older_than_keeps_recent_and_running(tracker) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"older_than": "30d"}, "older_than must be a timedelta or a timezone-aware datetime"),
+        ({"older_than": 3600}, "older_than must be a timedelta or a timezone-aware datetime"),
+        ({"keep_last": "10"}, "keep_last must be a whole number >= 0, got str '10'"),
+        ({"keep_last": 2.5}, "keep_last must be a whole number >= 0, got float 2.5"),
+    ],
+)
+def test_prune_arguments_of_the_wrong_type_are_a_clear_error(tracker, arguments, message) -> None:
+    """``prune(older_than="30d")`` raised a TypeError from inside (subtracting a str from a
+    datetime); each wrong type is a ValueError naming the argument, and nothing is deleted."""
+    import support
+
+    support.ok_job()
+    assert tracker.flush(10)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tracker.prune(**arguments)
+    assert len(tracker.executions(job_id="ok_job")) == 1
+
+
 def test_prune_keep_last_keeps_the_newest_per_job(tracker) -> None:
     """prune(keep_last=N) keeps each job's N newest runs; with older_than, both must hold."""
     now = datetime.now(UTC)
@@ -231,6 +253,16 @@ def test_an_instance_id_a_database_cannot_store_is_a_clear_error(tmp_path) -> No
             "grace (TRACKER_WATCHDOG_GRACE): Input should be greater than or equal to 0; got '-1'",
         ),
         ("TRACKER_ALERT_AFTER_FAILURES", "0", "after_failures (TRACKER_ALERT_AFTER_FAILURES)"),
+        (  # no heartbeat ever: other trackers would take the live instance for dead
+            "TRACKER_HEARTBEAT_INTERVAL",
+            "inf",
+            "heartbeat_interval (TRACKER_HEARTBEAT_INTERVAL): Input should be a finite number",
+        ),
+        (
+            "TRACKER_WATCHDOG_DEFAULT_MAX_RUNTIME",
+            "inf",
+            "default_max_runtime (TRACKER_WATCHDOG_DEFAULT_MAX_RUNTIME): Input should be a finite",
+        ),
         (
             "TRACKER_METRICS_DURATION_BUCKETS",
             "[3, 1]",
@@ -277,6 +309,49 @@ def test_sqlite_runs_in_wal_mode(sqlite_url) -> None:
     engine.dispose()
     plain = create_engine(sqlite_url)
     plain.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_keeps_every_run_for_every_thread(tmp_path, url) -> None:
+    """``Tracker("sqlite://")``: the writer thread and readers on other threads share the one
+    in-memory database (it used to be one empty database per thread: nothing was written and
+    every record was spilled to disk at ``close()``); reads while it writes see whole batches
+    and fail nothing, and the history is still there after ``close()``."""
+    from tracker import Tracker, TrackerSettings
+
+    settings = TrackerSettings(flush_interval=0.01, spill_dir=tmp_path)
+    tracker = Tracker(url, settings=settings, metrics=False, watchdog=False)
+    now = datetime.now(UTC)
+    errors: list[BaseException] = []
+    seen: list[list[int]] = [[] for _ in range(4)]
+    done = threading.Event()
+
+    def read(counts: list[int]) -> None:
+        while not done.is_set():
+            try:
+                counts.append(len(tracker.executions(limit=10_000)))
+            except Exception as exc:  # reported by the assertion below
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read, args=(counts,)) for counts in seen]
+    for reader in readers:
+        reader.start()
+    for batch in range(20):
+        for i in range(50):
+            tracker.hub.record(_record(f"mem-{i % 5}", now - timedelta(seconds=batch * 50 + i)))
+        assert tracker.flush(10)
+    done.set()
+    for reader in readers:
+        reader.join(10)
+    assert errors == []
+    assert all(counts == sorted(counts) for counts in seen)  # no row counted, then gone
+    assert any(0 < count < 1000 for counts in seen for count in counts)  # read while writing
+    assert len(tracker.executions(limit=10_000)) == 1000
+    assert tracker.stats().sink_errors == {}
+    tracker.close()
+    assert len(tracker.executions(job_id="mem-0", limit=10_000)) == 200
+    assert list(tmp_path.iterdir()) == []  # nothing spilled
 
 
 def test_a_large_batch_is_written_whole_and_never_regresses(tracker) -> None:
@@ -446,3 +521,30 @@ def test_a_limit_no_database_can_take_is_a_clear_error(tracker, limit) -> None:
         ValueError, match=f"limit must be from 1 to 9223372036854775807, got {limit}"
     ):
         tracker.executions(limit=limit)
+
+
+_WRONG_TYPES = [
+    ("since", "2024-06-01", "since must be a timezone-aware datetime, got str '2024-06-01'"),
+    ("since", date(2024, 6, 1), "since must be a timezone-aware datetime, got date "),
+    ("until", 1717200000, "until must be a timezone-aware datetime, got int 1717200000"),
+    ("status", 5, "status must be a status or a sequence of them, got int 5"),
+    ("status", ["failed", None], "status must be a status or a sequence of them, got NoneType"),
+    ("status", b"failed", "status must be a status or a sequence of them, got bytes "),
+    ("job_id", 5, "job_id must be a string, got int 5"),
+    ("limit", "10", "limit must be a whole number from 1 to 9223372036854775807, got str '10'"),
+    ("limit", 2.5, "limit must be a whole number from 1 to 9223372036854775807, got float 2.5"),
+    ("limit", True, "limit must be a whole number from 1 to 9223372036854775807, got bool True"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    _WRONG_TYPES,
+    ids=[f"{name}={type(value).__name__}" for name, value, _ in _WRONG_TYPES],
+)
+def test_a_filter_of_the_wrong_type_is_a_clear_error(tracker, name, value, message) -> None:
+    """``executions()`` with a filter of the wrong type: a ValueError naming the parameter and
+    what it got, like a naive datetime or an unknown status (it was an AttributeError from
+    inside, or a float limit silently taken)."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tracker.executions(**{name: value})

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import inspect
 import pickle
+import re
 import weakref
 
 import pytest
@@ -181,3 +182,49 @@ def test_options_are_validated_to_strings() -> None:
 
     options = job_options(tagged)
     assert options is not None and dict(options.tags) == {"attempt": "3"}
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ("300", TypeError, "max_runtime must be a number of seconds or None, got str '300'"),
+        (True, TypeError, "max_runtime must be a number of seconds or None, got bool True"),
+        (0, ValueError, "max_runtime must be a finite number of seconds above 0, got 0"),
+        (-1, ValueError, "max_runtime must be a finite number of seconds above 0, got -1"),
+        (
+            float("nan"),
+            ValueError,
+            "max_runtime must be a finite number of seconds above 0, got nan",
+        ),
+        (
+            float("inf"),
+            ValueError,
+            "max_runtime must be a finite number of seconds above 0, got inf",
+        ),
+    ],
+)
+def test_a_max_runtime_that_cannot_be_a_deadline_is_refused_at_decoration(
+    value, error, message
+) -> None:
+    """``@tracked_job(max_runtime=...)`` takes None or a finite number of seconds above 0; else
+    a TypeError or ValueError naming it, when decorating (a string made the watchdog fail on
+    every look; 0, a negative number or NaN made every run ``timed_out``)."""
+    with pytest.raises(error, match=re.escape(message)):
+
+        @tracked_job(max_runtime=value)
+        def job() -> None: ...
+
+
+def test_a_valid_max_runtime_is_kept() -> None:
+    """Whole and fractional seconds, and other real numbers (as a float), are deadlines."""
+    from fractions import Fraction
+
+    from tracker._decorator import job_options
+
+    for value, kept in [(300, 300), (0.5, 0.5), (Fraction(3, 2), 1.5), (None, None)]:
+
+        @tracked_job(max_runtime=value)
+        def job() -> None: ...
+
+        options = job_options(job)
+        assert options is not None and options.max_runtime == kept

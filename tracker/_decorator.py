@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +31,28 @@ class JobOptions:
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     name: str = ""
     """The function's qualified name: the job id and name of direct calls."""
+
+
+def _checked_max_runtime(value: object) -> float | None:
+    """``value`` if it can be a ``max_runtime``: ``None``, or a finite number of seconds above 0.
+
+    Raises :class:`TypeError` for anything not a number (``"300"``, ``True``) and
+    :class:`ValueError` for 0, a negative number, NaN or infinity: the watchdog would fail on
+    every look at the run, or call every run ``timed_out``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"max_runtime must be a number of seconds or None, got {type(value).__name__} {value!r}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"max_runtime must be a finite number of seconds above 0, got {value!r}")
+    return value if isinstance(value, int | float) else seconds
 
 
 def job_options(func: object) -> JobOptions | None:
@@ -205,11 +229,12 @@ def tracked_job(
     run with origin ``direct``. With no tracker, the decorator is a pass-through. The
     job's own exception always propagates unchanged.
 
-    :param max_runtime: seconds after which the run counts as ``timed_out``.
+    :param max_runtime: seconds after which the run counts as ``timed_out``: a finite
+        number above 0 (else :class:`TypeError` or :class:`ValueError`, here), or ``None``.
     :param tags: string labels stored with every run of this job.
     """
     options = JobOptions(
-        max_runtime=max_runtime,
+        max_runtime=_checked_max_runtime(max_runtime),
         tags=MappingProxyType({str(k): str(v) for k, v in (tags or {}).items()}),
     )
     if fn is not None:

@@ -65,7 +65,7 @@ def _explain(cls: type[BaseSettings], exc: ValidationError) -> str:
 class TrackerSettings(Settings):
     """Every setting has a ``TRACKER_`` environment variable, e.g. ``TRACKER_DATABASE_URL``."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", allow_inf_nan=False)
 
     database_url: str | None = Field(
         default=None,

@@ -48,7 +48,9 @@ class WatchdogSettings(Settings):
     """Every setting has a ``TRACKER_WATCHDOG_`` environment variable, e.g.
     ``TRACKER_WATCHDOG_DEFAULT_MAX_RUNTIME=3600``."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_WATCHDOG_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_WATCHDOG_", extra="ignore", allow_inf_nan=False
+    )
 
     enabled: bool = Field(default=True, description="Run the watchdog thread.")
     interval: float = Field(

@@ -76,7 +76,9 @@ EVENTS: dict[Status, tuple[str, str]] = {
 class LogSettings(Settings):
     """How :func:`configure_logging` writes logs; each has a ``TRACKER_LOG_`` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_LOG_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_LOG_", extra="ignore", allow_inf_nan=False
+    )
 
     format: LogFormat = Field(
         default="auto",

@@ -16,7 +16,9 @@ class ApiSettings(Settings):
     ``TRACKER_API_PROTECT_METRICS``, ...
     """
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_API_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_API_", extra="ignore", allow_inf_nan=False
+    )
 
     token: SecretStr | None = Field(
         default=None,

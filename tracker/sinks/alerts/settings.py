@@ -15,7 +15,9 @@ class AlertSettings(Settings):
     """Every setting has a ``TRACKER_ALERT_`` environment variable, e.g.
     ``TRACKER_ALERT_SLACK_URL``. Setting any channel turns alerts on."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_ALERT_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_ALERT_", extra="ignore", allow_inf_nan=False
+    )
 
     enabled: bool | None = Field(
         default=None,

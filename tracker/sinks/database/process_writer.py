@@ -32,16 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from ..._exceptions import ConfigurationError
 from ..._ids import new_salt
 from ..._plain import AT_STATUS, from_sent, plain_row
 from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
 from . import spill
-from .engine import normalise_url, redact
+from .engine import in_memory, normalise_url, redact
 from .frames import encode, read_frame, write_all
 from .rows import to_plain
 from .writer import _merge
@@ -91,20 +88,6 @@ def _sendable(
 
 class WriterExited(RuntimeError):
     """The writer process ended without being asked to (killed, or failed)."""
-
-
-def _in_memory(url: str) -> bool:
-    """Whether ``url`` is an in-memory SQLite database (one per process, never shared)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return False  # the engine reports the bad URL
-    database = parsed.database or ""
-    return parsed.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:")
-        or "mode=memory" in database
-        or parsed.query.get("mode") == "memory"
-    )
 
 
 class _Child:
@@ -218,7 +201,7 @@ class ProcessDatabaseSink(BaseSink):
         start_timeout: float = 60.0,
     ) -> None:
         url = normalise_url(url)
-        if _in_memory(url):
+        if in_memory(url):
             raise ConfigurationError(
                 "database_writer='process' needs a database both processes can open: "
                 f"{redact(url)} is in memory"

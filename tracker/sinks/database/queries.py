@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -16,6 +16,8 @@ PRUNE_BATCH = 5_000
 
 
 def _aware(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {_shown(value)}")
     if value.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
     return value.astimezone(UTC)
@@ -24,12 +26,29 @@ def _aware(value: datetime, name: str) -> datetime:
 def _statuses(status: Status | str | Sequence[Status | str] | None) -> list[str] | None:
     if status is None:
         return None
-    values = [status] if isinstance(status, str | Status) else list(status)
+    if isinstance(status, str | Status):
+        values: list[object] = [status]
+    elif isinstance(status, Iterable) and not isinstance(status, bytes | bytearray | Mapping):
+        values = list(status)
+    else:
+        raise ValueError(f"status must be a status or a sequence of them, got {_shown(status)}")
+    checked: list[Status | str] = []
+    for value in values:
+        if not isinstance(value, str | Status):
+            raise ValueError(
+                f"status must be a status or a sequence of them, got {_shown(value)} in {values!r}"
+            )
+        checked.append(value)
     try:
-        return [Status(v).value for v in values]
+        return [Status(v).value for v in checked]
     except ValueError:
         valid = ", ".join(s.value for s in Status)
         raise ValueError(f"unknown status in {values!r}; valid statuses: {valid}") from None
+
+
+def _shown(value: object) -> str:
+    """``value`` with its type, for messages: ``int 5``, ``str '2024-06-01'``."""
+    return f"{type(value).__name__} {value!r}"
 
 
 _MAX_LIMIT = 2**63 - 1
@@ -50,8 +69,14 @@ def select_executions(
     ``since``/``until`` bound the fire time (``scheduled_at``), inclusive/exclusive.
     ``before`` is a keyset cursor: only rows strictly older than ``(scheduled_at, run_id)``.
     """
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValueError(
+            f"limit must be a whole number from 1 to {_MAX_LIMIT}, got {_shown(limit)}"
+        )
     if not 1 <= limit <= _MAX_LIMIT:  # past a 64-bit integer, SQLite can't even take it
         raise ValueError(f"limit must be from 1 to {_MAX_LIMIT}, got {limit}")
+    if job_id is not None and not isinstance(job_id, str):
+        raise ValueError(f"job_id must be a string, got {_shown(job_id)}")
     t = executions
     conditions = []
     if job_id is not None:
@@ -199,6 +224,12 @@ def prune(
     """
     if older_than is None and keep_last is None:
         raise ValueError("prune needs older_than, keep_last or both")
+    if older_than is not None and not isinstance(older_than, timedelta | datetime):
+        raise ValueError(
+            f"older_than must be a timedelta or a timezone-aware datetime, got {_shown(older_than)}"
+        )
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)):
+        raise ValueError(f"keep_last must be a whole number >= 0, got {_shown(keep_last)}")
     if keep_last is not None and keep_last < 0:
         raise ValueError(f"keep_last must be >= 0, got {keep_last}")
     t = executions

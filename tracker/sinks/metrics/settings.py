@@ -12,7 +12,9 @@ from .families import DEFAULT_DURATION_BUCKETS, DEFAULT_LATENESS_BUCKETS, check_
 class MetricsSettings(Settings):
     """E.g. ``TRACKER_METRICS_DURATION_BUCKETS='[1, 10, 60, 600, 3600]'``."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_METRICS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRACKER_METRICS_", extra="ignore", allow_inf_nan=False
+    )
 
     duration_buckets: tuple[float, ...] = Field(
         default=DEFAULT_DURATION_BUCKETS,
