@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from tracker import BaseSink, Execution, JobState, Origin, Status, current_run, tracked_job
+from tracker._ids import new_run_id
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -302,6 +303,45 @@ def test_two_services_on_one_tracker_database_down_together_each_get_their_misse
             assert missed.coalesced >= 4
     finally:
         engine.dispose()
+
+
+def test_the_downtime_check_reads_the_history_from_before_the_start(tracker_factory) -> None:
+    """The check reads the history on a thread of its own, after a flush: on a busy machine the
+    new service's first run could be written by then, and was taken for the last run before
+    the outage (its instance alive: nothing was claimed; seen in the full suite). Only fire
+    times before the start are the history it starts from."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from tracker.integrations.apscheduler.downtime import record_downtime
+
+    def row(tracker: Any, at: datetime) -> Execution:
+        return Execution(
+            run_id=new_run_id(),
+            job_id="sync",
+            job_name="sync",
+            status=Status.SUCCEEDED,
+            scheduled_at=at,
+            started_at=at,
+            finished_at=at,
+            instance=tracker.instance,
+        )
+
+    first = datetime.now(UTC) - timedelta(seconds=1)
+    old = tracker_factory()
+    old.hub.record(row(old, first))
+    old.close()  # stopped: the outage starts
+    time.sleep(0.5)  # about five fire times pass
+    new = tracker_factory()
+    started = datetime.now(UTC)
+    new.hub.record(row(new, started + timedelta(seconds=0.05)))  # its own first run, written
+    assert new.flush(10)
+    trigger = IntervalTrigger(seconds=0.1, start_date=first, timezone=UTC)
+    job = ("sync", "sync", trigger, started + timedelta(seconds=0.15), {})
+    assert record_downtime(new.hub, new.engine, [job], started) == 1
+    assert new.flush(10)
+    (missed,) = new.executions(job_id="sync", status="missed")
+    assert _WHILE_DOWN in (missed.error_message or "")
+    assert 3 <= missed.coalesced <= 7
 
 
 def test_the_downtime_walk_costs_what_the_outage_lasted() -> None:

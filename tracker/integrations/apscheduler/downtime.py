@@ -59,12 +59,16 @@ def _due_jobs(scheduler: Any) -> list[_Job]:
     return jobs
 
 
-def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any, Any]]:
-    """Per stored job id: the latest fire time of a run (any row but ``missed``); when the
-    latest ``missed`` row was recorded; and when the tracker instance that recorded its latest
-    row (by fire time: a run, or a ``missed`` row a start recorded) was last alive — its clean
-    stop, or its latest heartbeat. Until then a scheduler had the job (one still alive, another
-    replica, was seen just now)."""
+def _history(
+    engine: Engine, job_ids: Sequence[str], before: datetime
+) -> dict[str, tuple[Any, Any, Any]]:
+    """Per stored job id, of the rows of fire times before ``before`` (the scheduler's start:
+    its own runs, recorded by the time this is read, are not the history it starts from): the
+    latest fire time of a run (any row but ``missed``); when the latest ``missed`` row was
+    recorded; and when the tracker instance that recorded its latest row (by fire time: a run,
+    or a ``missed`` row a start recorded) was last alive — its clean stop, or its latest
+    heartbeat. Until then a scheduler had the job (one still alive, another replica, was seen
+    just now)."""
     missed = executions.c.status == Status.MISSED.value
     last_run = func.max(
         type_coerce(
@@ -84,15 +88,16 @@ def _history(engine: Engine, job_ids: Sequence[str]) -> dict[str, tuple[Any, Any
     with engine.connect() as conn:
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]
+            earlier = and_(executions.c.job_id.in_(chunk), executions.c.scheduled_at < before)
             for job_id, run, missed_at in conn.execute(
                 select(executions.c.job_id, last_run, last_missed)
-                .where(executions.c.job_id.in_(chunk))
+                .where(earlier)
                 .group_by(executions.c.job_id)
             ):
                 found[job_id] = (run, missed_at, None)
             latest = (
                 select(executions.c.job_id, func.max(executions.c.scheduled_at).label("at"))
-                .where(executions.c.job_id.in_(chunk))
+                .where(earlier)
                 .group_by(executions.c.job_id)
                 .subquery()
             )
@@ -169,7 +174,7 @@ def record_downtime(
     """Record, for each job, the fire times that passed before ``started`` with no scheduler
     (see the module's text); returns how many ``missed`` rows were recorded."""
     stored = [stored_job_id(job_id) for job_id, *_ in jobs]
-    history = _history(engine, sorted(set(stored)))
+    history = _history(engine, sorted(set(stored)), started)
     recorded = 0
     for (job_id, name, trigger, next_run, tags), key in zip(jobs, stored, strict=True):
         last_run, missed_at, seen = (_utc(v) for v in history.get(key, (None, None, None)))
