@@ -258,6 +258,12 @@ def test_buckets_are_configurable_in_code_and_environment(
     assert from_env.lateness_buckets == DEFAULT_LATENESS_BUCKETS
     from_env.close(1)
 
+    # A list ending in +Inf (the bucket every histogram has) is taken, +Inf added once.
+    monkeypatch.setenv("TRACKER_METRICS_DURATION_BUCKETS", '[60, 3600, "inf"]')
+    with_inf = MetricsSink(CollectorRegistry())
+    assert with_inf.duration_buckets == (60.0, 3600.0)
+    with_inf.close(1)
+
 
 @pytest.mark.parametrize(
     "buckets", [[], [3, 2], [1, 1], [float("nan")], [-1, 1], ["soon"]], ids=str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
 import time
@@ -179,6 +180,47 @@ def test_a_run_that_wakes_the_asyncio_scheduler_is_not_current_in_later_jobs(tra
 _WHILE_DOWN = "passed while no scheduler ran this job"
 """What the downtime check's ``missed`` rows say (the busy machine may coalesce fire times of
 the running services too: those rows say so)."""
+
+
+def test_a_tracker_taking_over_an_asyncio_scheduler_keeps_runs_out_of_callers_context(
+    tracker_factory,
+) -> None:
+    """Runs of an AsyncIOScheduler start from its start()'s context, not that of the code that
+    woke it (a request adding a job). A second tracker instrumenting the running scheduler,
+    then the first one closed: the first took that away with it."""
+    request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id")
+    seen: list[str | None] = []
+
+    @tracked_job
+    async def report() -> None:
+        seen.append(request_id.get(None))
+
+    async def main() -> None:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        first = tracker_factory()
+        first.instrument(scheduler)
+        scheduler.start()
+        second = tracker_factory()
+        second.instrument(scheduler)
+        first.close()
+
+        async def request() -> None:
+            request_id.set("req-1")
+            scheduler.add_job(report, id="report")
+
+        await asyncio.create_task(request())
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0.01)
+        assert second.flush(10)
+        (row,) = second.executions(job_id="report")
+        assert row.status is Status.SUCCEEDED
+
+    asyncio.run(main())
+    assert seen == [None]
 
 
 def test_fire_times_that_passed_while_the_service_was_down_are_one_missed_row(

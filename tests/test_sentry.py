@@ -336,12 +336,16 @@ def test_lifecycle_log_events_through_stdlib_logging_do_not_reach_sentry_again(
 
 
 @pytest.mark.usefixtures("stdlib_structlog")
-def test_logs_without_sentry_through_stdlib_logging_send_a_failure_once(
-    make: Any, endpoint: _Sentry
+@pytest.mark.parametrize(
+    ("func", "status"), [(failing_job, Status.FAILED), (overrunning_job, Status.TIMED_OUT)]
+)
+def test_logs_without_sentry_through_stdlib_logging_reach_sentry_once(
+    make: Any, endpoint: _Sentry, func: Any, status: Status
 ) -> None:
     """logs=True, sentry=False, structlog writing through stdlib logging, Sentry's logging
-    integration without dedupe: the failure reached Sentry twice — the exception (in place of
-    APScheduler's dropped record) and the ``job_failed`` line as a message. Once now."""
+    integration without dedupe: a failure reached Sentry twice — the exception (sent in place
+    of APScheduler's dropped record) and the ``job_failed`` line. The line is what reaches it
+    now, once; a timed-out run's ``job_timed_out`` line too (the only way it gets there)."""
     _init(
         endpoint,
         default_integrations=False,
@@ -349,12 +353,13 @@ def test_logs_without_sentry_through_stdlib_logging_send_a_failure_once(
     )
     try:
         tracker = make(logs=True)
-        _run(tracker, failing_job, "invoices")
+        row = _run(tracker, func, "invoices")
     finally:
         _uninit()
+    assert row.status is status
     (event,) = endpoint.of_type("event")
-    assert event["exception"]["values"][0]["type"] == "ValueError"
-    assert event["tags"]["job_id"] == "invoices"
+    assert event["logger"] == RUNS_LOGGER
+    assert row.run_id in event["logentry"]["message"]
 
 
 def test_no_scope_leaks_between_runs_on_a_reused_pool_thread(make: Any, sentry: _Sentry) -> None:

@@ -12,8 +12,9 @@ schedulers instrumented by a tracker that reports failures. Before dropping it, 
 the exception to whoever would otherwise miss it: for a job *not* decorated with
 ``@tracked_job`` (whose exception no in-run hook saw), the tracker's Sentry reporter; for
 a tracker that reports logs but not Sentry, Sentry itself when its logging integration is
-on (it would have sent the record). Every other record, and every record of other
-schedulers, passes untouched. Standard library only (Sentry imported when present).
+on (it would have sent the record) — unless structlog writes through the standard library,
+where the ``job_failed`` line reaches that integration already. Every other record, and every
+record of other schedulers, passes untouched. Standard library only (Sentry imported when present).
 
 For a tracker that writes lifecycle log events (``logs=True``), APScheduler's warnings that a
 fire time was missed (``Run time of job ... was missed by``) or skipped (``Execution of job
@@ -59,18 +60,12 @@ def report_failures(hub: Hub, on_untracked: Reporter | None = None) -> None:
     attach_filter(force=True)
 
 
-def report_lifecycle(hub: Hub, logger_name: str) -> None:
-    """Declare that ``hub``'s tracker writes lifecycle log events on ``logger_name``: APScheduler's
-    own missed/skipped warnings are dropped for its schedulers' jobs, and Sentry's logging
-    integration (when there is one) ignores that logger: a failure reaches Sentry once, as the
-    exception (see :class:`JobErrorFilter`), not again as a ``job_failed`` message."""
+def report_lifecycle(hub: Hub) -> None:
+    """Declare that ``hub``'s tracker writes lifecycle log events: it reports failures (see
+    :func:`report_failures`), and APScheduler's own missed/skipped warnings are dropped for its
+    schedulers' jobs."""
     _lifecycle.add(hub)
     report_failures(hub)
-    try:
-        from sentry_sdk.integrations.logging import ignore_logger
-    except ImportError:
-        return
-    ignore_logger(logger_name)
 
 
 def _said_by_lifecycle_events(record: logging.LogRecord) -> bool:
@@ -132,9 +127,22 @@ def _sentry_fallback(job: Any, job_id: str, exc_info: ExcInfo) -> None:
         return
     if sentry_sdk.get_client().get_integration(LoggingIntegration) is None:
         return
+    if _lifecycle_through_stdlib():
+        return  # its `job_failed` line reaches Sentry's logging integration: once is enough
     from .sentry.scope import capture_untracked_failure
 
     capture_untracked_failure(job, job_id, exc_info)
+
+
+def _lifecycle_through_stdlib() -> bool:
+    """Whether structlog writes through the standard library (its ``LoggerFactory``), where
+    Sentry's logging integration sees the lifecycle events."""
+    try:
+        import structlog
+    except ImportError:
+        return False
+    factory = structlog.get_config().get("logger_factory")
+    return isinstance(factory, structlog.stdlib.LoggerFactory) or factory is logging.getLogger
 
 
 _FILTER = JobErrorFilter()

@@ -537,5 +537,5 @@ def enable_logs(hub: Hub, format: LogFormat | None = None) -> LifecycleLogSink:
     hub.add_hook(LogContextHook())
     sink = LifecycleLogSink()
     hub.add_sink(sink)
-    _job_errors.report_lifecycle(hub, sink.logger_name)
+    _job_errors.report_lifecycle(hub)
     return sink

@@ -153,8 +153,8 @@ class SchedulerInstrumentation:
         """Stop listening to the scheduler."""
         with contextlib.suppress(KeyError):
             self.scheduler.remove_listener(self._on_event)
-        restore_wakeups(self.scheduler)
-        if instrumented.get(id(self.scheduler)) is self:
+        if instrumented.get(id(self.scheduler)) is self:  # (not when another tracker took over)
+            restore_wakeups(self.scheduler)
             del instrumented[id(self.scheduler)]
 
     # -- manual runs -----------------------------------------------------------------

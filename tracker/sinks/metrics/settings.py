@@ -12,9 +12,9 @@ from .families import DEFAULT_DURATION_BUCKETS, DEFAULT_LATENESS_BUCKETS, check_
 class MetricsSettings(Settings):
     """E.g. ``TRACKER_METRICS_DURATION_BUCKETS='[1, 10, 60, 600, 3600]'``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TRACKER_METRICS_", extra="ignore", allow_inf_nan=False
-    )
+    # Not allow_inf_nan=False for the whole model: a bucket list may end in +Inf (dropped by
+    # check_buckets, which refuses NaN); removed_linger is finite on its own.
+    model_config = SettingsConfigDict(env_prefix="TRACKER_METRICS_", extra="ignore")
 
     duration_buckets: tuple[float, ...] = Field(
         default=DEFAULT_DURATION_BUCKETS,
@@ -27,6 +27,7 @@ class MetricsSettings(Settings):
     removed_linger: float = Field(
         default=300.0,
         ge=0,
+        allow_inf_nan=False,
         description="Seconds a removed job's series stay exported (so the last scrape sees its "
         "last run) before they go away.",
     )
