@@ -24,7 +24,10 @@ _default_hubs: list[Hub] = []
 
 
 class Dispatch(NamedTuple):
-    """What a scheduler integration knows about the run a tracked function is called for."""
+    """What a scheduler integration knows about the run a tracked function is called for.
+
+    A resolver may return a plain ``tuple`` of these fields, in this order, instead (the
+    wrapper reads them by position; a plain tuple costs the run's path a third as much)."""
 
     hub: Hub | None
     job_id: str

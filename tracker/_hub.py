@@ -407,6 +407,14 @@ class Hub:
         except Exception as exc:  # never raised to the job
             self.report_error("hub", exc)
 
+    def drain_late(self) -> None:
+        """A run ended after :meth:`close` (the job's wrapper queued it): publish it now, as
+        :meth:`finish` does then (stopped sinks count it dropped). Never raises."""
+        try:
+            self._drain()
+        except Exception as exc:
+            self.report_error("hub", exc)
+
     def _exit_hooks(self, run: Run, status: Status | None, error: BaseException | None) -> Status:
         if status is not None:
             final = status
@@ -494,23 +502,36 @@ class Hub:
         """What the run's record is made from (:mod:`tracker._plain`), for sinks that take run
         rows: no ``datetime``, no id, no record here. Made for every run on the hub's thread,
         so the usual case is spelled out inline."""
+        forced = run.forced_status
         if final is None:
-            if error is None and run.forced_status is None and not run._extras:
+            if error is None and forced is None and not run._extras:
                 final = _SUCCEEDED
             else:
                 final = self._exit_hooks(run, None, error)
+                forced = run.forced_status
         if run.key is not None:
             self._by_key.pop(run.key, None)
         scheduled_at = run._scheduled_at
         scheduled: float | datetime | None = None
         if scheduled_at is not None:
-            epoch = _fixed_epoch(scheduled_at.tzinfo)
+            try:  # _fixed_epoch's cache first, without the call
+                epoch = _epochs[scheduled_at.tzinfo]
+            except (KeyError, TypeError):
+                epoch = _fixed_epoch(scheduled_at.tzinfo)
             if epoch is None:
                 seconds = scheduled_at.timestamp()
             else:  # a fixed offset (UTC): the difference needs no time zone lookup
                 seconds = (scheduled_at - epoch).total_seconds()
-            if run.origin is _SCHEDULED:
-                self._note_fired(run.job_id, seconds)
+            if run.origin is _SCHEDULED:  # what _note_fired does, without the call
+                fired = self._fired
+                job_id = run.job_id
+                previous = fired.get(job_id)
+                if previous is None:
+                    if len(fired) >= _FIRED_KEPT:
+                        fired.clear()
+                    fired[job_id] = seconds
+                elif seconds > previous:
+                    fired[job_id] = seconds
             if -EXACT_SECONDS < seconds < EXACT_SECONDS:
                 scheduled = seconds
             else:  # (its tzinfo may be a class the writer process cannot unpickle)
@@ -528,12 +549,12 @@ class Hub:
         if type(job_name) is not str:
             job_name = plain_value(job_name)
         trace_id = span_id = None
-        if run._span_ints is not None or run._trace_id is not None or run._span_id is not None:
+        if run._ids:
             trace_id, span_id = run.trace_id, run.span_id
         tags = run.tags
         return (
             # The watchdog names a run it timed out by its id: made now if it is not yet.
-            run._run_id if run.forced_status is None else run.run_id,
+            run._run_id if forced is None else run.run_id,
             job_id,
             job_name,
             final._value_,

@@ -35,6 +35,8 @@ class Run:
     _trace_id: str | None = None
     _span_id: str | None = None
     _span_ints: tuple[int, int] | None = None
+    _ids = False
+    """Whether a hook gave it span ids (one attribute for the hub's thread to read, not three)."""
     _extras: dict[str, object] | None = None
     tags: Mapping[str, str] = _EMPTY_TAGS
     max_runtime: float | None = None
@@ -71,6 +73,8 @@ class Run:
     ) -> None:
         # Only clocks are read here, on the job's own path; the id and the datetimes are
         # made when first asked for (mostly on the hub's thread, after the run ended).
+        # (_decorator._begin makes the job's own runs without calling this, setting the same
+        # attributes itself: keep the two alike.)
         self._t0 = _perf_counter()
         if started_at is None:
             self._wall0 = _time()
@@ -118,6 +122,7 @@ class Run:
         path a microsecond)."""
         self._span_ints = (trace_id, span_id)
         self._trace_id = self._span_id = None
+        self._ids = True
 
     @property
     def trace_id(self) -> str | None:
@@ -131,6 +136,7 @@ class Run:
     def trace_id(self, value: str | None) -> None:
         self._written_ids()
         self._trace_id = value
+        self._ids = True
 
     @property
     def span_id(self) -> str | None:
@@ -144,6 +150,7 @@ class Run:
     def span_id(self, value: str | None) -> None:
         self._written_ids()
         self._span_id = value
+        self._ids = True
 
     def _written_ids(self) -> None:
         """Write ids given as numbers as text now (one of them is being replaced)."""

@@ -226,7 +226,9 @@ class Tracker:
             if self.settings.missed_while_down:  # checked at each start of the scheduler
                 from .integrations.apscheduler.downtime import watch_starts
 
-                listener = watch_starts(scheduler, self.hub, self.engine, self.flush)
+                listener = watch_starts(
+                    scheduler, self.hub, self.engine, self.flush, instrumentation
+                )
                 self._start_listeners.append((scheduler, listener))
             if self.watchdog is not None:
                 from .integrations.apscheduler.watchdog import attach

@@ -201,11 +201,17 @@ def record_downtime(
 
 
 def watch_starts(
-    scheduler: Any, hub: Hub, engine: Engine, ready: Callable[[float], bool]
+    scheduler: Any,
+    hub: Hub,
+    engine: Engine,
+    ready: Callable[[float], bool],
+    instrumentation: Any = None,
 ) -> Callable[[Any], None]:
     """Check for downtime each time ``scheduler`` starts (now too, if it runs already), on a
     thread of its own once ``ready(timeout)`` (the history written so far) says so. Returns
-    the listener added to the scheduler."""
+    the listener added to the scheduler: to ``instrumentation``'s own listener, if given (one
+    listener fewer for APScheduler to go through at every event, twice or three times a
+    run), else to the scheduler's."""
     from apscheduler.events import EVENT_SCHEDULER_STARTED
 
     def check() -> None:
@@ -230,7 +236,10 @@ def watch_starts(
     def on_started(event: Any) -> None:
         check()
 
-    scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+    if instrumentation is not None:
+        instrumentation.on_start.append(on_started)
+    else:
+        scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
     if scheduler.running:
         check()
     return on_started

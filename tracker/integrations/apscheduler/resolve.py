@@ -30,7 +30,6 @@ _RUN_COROUTINE_JOB = run_coroutine_job.__code__
 _MAX_DEPTH = 12
 _SCHEDULED = Origin.SCHEDULED
 _MANUAL = Origin.MANUAL
-_tuple_new = tuple.__new__
 _getframe = sys._getframe
 
 instrumented: dict[int, SchedulerInstrumentation] = {}
@@ -56,9 +55,14 @@ def _calls(func: Any, wrapper: Callable[..., object]) -> bool:
 
 def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     """The job and fire time ``wrapper`` is being run for by APScheduler, if it is."""
-    # Above: the wrapper's _begin (and _context's loop over resolvers, if there are several).
-    frame: FrameType | None = _getframe(2)
-    depth = 0
+    # Above: the wrapper's _begin (and _context's loop over resolvers, if there are several),
+    # the wrapper, then its caller: run_job when APScheduler called it. Asked for at once, only
+    # that frame is made an object (the wrapper's is not).
+    try:
+        frame: FrameType | None = _getframe(3)
+    except ValueError:  # (called from the top of the stack: no run_job above)
+        return None
+    depth = 1
     while frame is not None:
         code = frame.f_code
         if code is _RUN_JOB or code is _RUN_COROUTINE_JOB:
@@ -76,19 +80,15 @@ def resolve_apscheduler(wrapper: Callable[..., object]) -> Dispatch | None:
     if func is not wrapper and not _calls(func, wrapper):
         return None
     # ``run_time`` is in the scheduler's time zone: the run converts it to UTC when asked.
+    # Plain tuples in Dispatch's field order (a third of a Dispatch's cost: the wrapper reads
+    # them by position).
     inst = instrumented.get(id(job._scheduler))
     if inst is None:
-        return _tuple_new(
-            Dispatch, (None, job.id, job.name, run_time, _SCHEDULED, None, None, None)
-        )
+        return (None, job.id, job.name, run_time, _SCHEDULED, None, None, None)  # type: ignore[return-value]
     job_id = job.id
     if inst._manual:
         original = inst.manual_origin(job_id)
         if original is not None:
             extras = inst.carried(job_id)
-            return _tuple_new(
-                Dispatch, (inst.hub, original, job.name, run_time, _MANUAL, None, None, extras)
-            )
-    return _tuple_new(
-        Dispatch, (inst.hub, job_id, job.name, run_time, _SCHEDULED, None, None, None)
-    )
+            return (inst.hub, original, job.name, run_time, _MANUAL, None, None, extras)  # type: ignore[return-value]
+    return (inst.hub, job_id, job.name, run_time, _SCHEDULED, None, None, None)  # type: ignore[return-value]
