@@ -133,6 +133,15 @@ def _init(server: _Sentry, **options: Any) -> None:
     sentry_sdk.init(dsn=f"http://public@127.0.0.1:{server.server_port}/1", **options)
 
 
+def _init_without_dedupe(server: _Sentry) -> None:
+    """Sentry with its logging integration only: no dedupe to hide a failure sent twice."""
+    _init(
+        server,
+        default_integrations=False,
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+    )
+
+
 @pytest.fixture
 def sentry(endpoint: _Sentry) -> Iterator[_Sentry]:
     """Sentry initialised with its default integrations (logging, dedupe, threading...)."""
@@ -221,11 +230,7 @@ def test_failing_run_reaches_sentry_once_with_its_tags_context_and_trace(
 
 def test_exactly_once_without_sentrys_dedupe(make: Any, endpoint: _Sentry) -> None:
     """Even with only the logging integration (no dedupe), a failure is sent once."""
-    _init(
-        endpoint,
-        default_integrations=False,
-        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
-    )
+    _init_without_dedupe(endpoint)
     try:
         tracker = make(sentry=True)
         row = _run(tracker, failing_job, "invoices")
@@ -346,11 +351,7 @@ def test_logs_without_sentry_through_stdlib_logging_reach_sentry_once(
     integration without dedupe: a failure reached Sentry twice — the exception (sent in place
     of APScheduler's dropped record) and the ``job_failed`` line. The line is what reaches it
     now, once; a timed-out run's ``job_timed_out`` line too (the only way it gets there)."""
-    _init(
-        endpoint,
-        default_integrations=False,
-        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
-    )
+    _init_without_dedupe(endpoint)
     try:
         tracker = make(logs=True)
         row = _run(tracker, func, "invoices")
@@ -490,11 +491,7 @@ def test_a_failure_on_an_executor_other_than_default_is_sent_once(
     the tracker was made (``default``): a job on another executor reached Sentry twice (the
     run's event, and the record through the logging integration), and the record reached the
     service's log handlers."""
-    _init(
-        endpoint,
-        default_integrations=False,
-        integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
-    )
+    _init_without_dedupe(endpoint)
     try:
         tracker = make(sentry=True)
         scheduler = BackgroundScheduler(
