@@ -174,6 +174,29 @@ def test_email_over_smtp() -> None:
     assert "invoice 42 <bad> & late" in body
 
 
+def test_an_email_some_recipients_refused_is_a_failure_naming_them() -> None:
+    """A server refusing one recipient of two: smtplib raises only when all are refused, and the
+    alert counted as sent though on-call never got it. It is a (not retried: the other one got
+    it) failure naming the refused address and the delivered one."""
+    server = SmtpServer(refuse=frozenset({"oncall@example.com"}))
+    try:
+        channel = EmailChannel(
+            "127.0.0.1",
+            port=server.port,
+            sender="tracker@example.com",
+            recipients=["ops@example.com", "oncall@example.com"],
+        )
+        with pytest.raises(DeliveryError) as refused:
+            channel.send(failed_alert())
+        (envelope,) = server.wait_for(1)
+    finally:
+        server.close()
+    assert envelope.rcpt_tos == ["ops@example.com"]
+    assert not refused.value.transient
+    assert "refused oncall@example.com (550 5.1.1 mailbox unavailable)" in str(refused.value)
+    assert "delivered to ops@example.com" in str(refused.value)
+
+
 def test_email_with_starttls_and_login(certificate: Certificate) -> None:
     """With starttls=True and a username, the channel upgrades to TLS and logs in."""
     server = SmtpServer(tls_context=certificate.server_context(), login=("alerts", "pw"))
@@ -253,6 +276,10 @@ def test_log_channel_logs_at_the_alert_severity(caplog: pytest.LogCaptureFixture
             "URL 'hooks.slack.com/services/…' must start with https://",
         ),
         (lambda: WebhookChannel("https://h/x", secret=""), "signing secret is empty"),
+        (  # a socket cannot wait that long: every delivery failed, and none was retried
+            lambda: WebhookChannel("https://h/x", timeout=float("inf")),
+            "timeout must be above 0 and at most 3600 seconds, got inf",
+        ),
         (lambda: EmailChannel(None, sender="a@b.c", recipients="d@e.f"), "no SMTP host"),
         (lambda: EmailChannel("smtp", sender="a@b.c", recipients=""), "no recipients"),
         (lambda: EmailChannel("smtp", sender=None, recipients="d@e.f"), "is not an email address"),

@@ -137,13 +137,15 @@ def receiver(make_receiver: Any) -> Receiver:
 
 
 class SmtpServer:
-    """aiosmtpd on 127.0.0.1 and a free port; keeps every message it accepts."""
+    """aiosmtpd on 127.0.0.1 and a free port; keeps every message it accepts. ``refuse``: the
+    addresses it answers 550 at RCPT."""
 
     def __init__(
         self,
         *,
         tls_context: ssl.SSLContext | None = None,
         login: tuple[str, str] | None = None,
+        refuse: frozenset[str] = frozenset(),
     ) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
@@ -154,6 +156,14 @@ class SmtpServer:
         server = self
 
         class Handler:
+            async def handle_RCPT(
+                self, smtp: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if address in refuse:
+                    return "550 5.1.1 mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
                 with server._cond:
                     server.messages.append(envelope)

@@ -54,9 +54,16 @@ def check_url(url: object, what: str) -> str:
     return url
 
 
+MAX_TIMEOUT_S = 3600.0
+"""The longest a channel may wait for its receiver (sockets cannot wait forever: a timeout
+past what the platform's clock holds fails every delivery)."""
+
+
 def check_timeout(timeout: float, what: str) -> float:
-    if not timeout > 0:
-        raise ConfigurationError(f"{what}: timeout must be positive, got {timeout}")
+    if not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"{what}: timeout must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, got {timeout}"
+        )
     return float(timeout)
 
 

@@ -62,6 +62,15 @@ def _smtp_error(exc: Exception, where: str) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__} from {where}: {exc}", transient=False)
 
 
+def _refusals(refused: dict[str, tuple[int, bytes]]) -> str:
+    """``addr (550 reason), ...`` of the recipients a server refused."""
+    shown = []
+    for address, (code, reply) in refused.items():
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        shown.append(f"{address} ({code} {text})")
+    return ", ".join(shown)
+
+
 class EmailChannel:
     """Sends each alert as a plain-text email.
 
@@ -145,9 +154,17 @@ class EmailChannel:
                     smtp.starttls(context=context)
                 if self.username:
                     smtp.login(self.username, self.password)
-                smtp.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
+                refused = smtp.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
         except (smtplib.SMTPException, OSError) as exc:
             raise _smtp_error(exc, where) from None
+        if refused:
+            # smtplib raises only when every recipient is refused: the others got it. Not
+            # retried (they would get it again); a failure naming who did not.
+            delivered = [r for r in self.recipients if r not in refused]
+            raise DeliveryError(
+                f"{where} refused {_refusals(refused)}; delivered to {', '.join(delivered)}",
+                transient=False,
+            )
 
     def close(self) -> None:
         return None
