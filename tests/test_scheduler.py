@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -549,6 +551,73 @@ def test_manual_run_is_tracked_without_moving_the_schedule(tracker) -> None:
     finally:
         scheduler.shutdown()
     assert row.origin is Origin.MANUAL and row.status is Status.SUCCEEDED
+
+
+def test_run_now_counts_the_manual_runs_not_started_yet(tracker) -> None:
+    """run_now() refused a job whose max_instances runs were going, but counted only started
+    runs: on a paused scheduler (or two requests at once) every call was taken, and the copies
+    all ran together when it resumed. Copies waiting to start count too."""
+    from tracker.integrations.apscheduler.instrument import RunsInProgress
+
+    scheduler = background()
+    instrumentation = tracker.instrument(scheduler)
+    scheduler.add_job(support.ok_job, "interval", hours=1, id="hourly", max_instances=1)
+    scheduler.start(paused=True)
+    try:
+        instrumentation.run_now("hourly")
+        with pytest.raises(RunsInProgress):
+            instrumentation.run_now("hourly")
+        scheduler.resume()
+        (row,) = support.wait_for(lambda: finished(tracker, job_id="hourly"))
+        instrumentation.run_now("hourly")  # the copy ran: room again
+        support.wait_for(lambda: len(finished(tracker, job_id="hourly")) == 2)
+    finally:
+        scheduler.shutdown()
+    assert row.origin is Origin.MANUAL
+
+
+def test_a_manual_run_waiting_in_a_persistent_store_at_restart_stays_manual(
+    tracker_factory, tmp_path
+) -> None:
+    """A run_now() copy still in a SQLAlchemyJobStore when the service stopped runs after the
+    restart: it was recorded as a scheduled run of a job named ``<id>#manual-…`` (the map from
+    copy to job was in the old process's memory). It is a manual run of its job."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    store_url = f"sqlite:///{tmp_path}/jobs.sqlite3"
+    first = tracker_factory()  # (its database: the same as the second's)
+    database = first.engine.url.render_as_string(hide_password=False)
+    first.close()
+    # The first service, in a process of its own: the copy is stored while its scheduler is
+    # paused, then the process ends without shutting anything down (as a redeploy kills it).
+    service = f"""
+import os, support
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from tracker import Tracker
+tracker = Tracker({database!r}, metrics=False)
+scheduler = BackgroundScheduler(jobstores={{"default": SQLAlchemyJobStore(url={store_url!r})}})
+instrumentation = tracker.instrument(scheduler)
+scheduler.add_job(support.ok_job, "interval", hours=1, id="hourly")
+scheduler.start(paused=True)
+instrumentation.run_now("hourly")
+tracker.close()
+os._exit(0)
+"""
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *sys.path])}
+    subprocess.run([sys.executable, "-c", service], env=env, check=True, timeout=60)
+
+    second = tracker_factory()
+    scheduler = background(jobstores={"default": SQLAlchemyJobStore(url=store_url)})
+    second.instrument(scheduler)
+    scheduler.start()
+    try:
+        (row,) = support.wait_for(lambda: finished(second, job_id="hourly"))
+    finally:
+        scheduler.shutdown()
+    assert row.origin is Origin.MANUAL
+    assert not [r for r in second.executions() if "#manual-" in r.job_id]
 
 
 def test_executions_filters_and_order(tracker) -> None:

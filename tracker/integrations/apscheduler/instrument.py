@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -80,6 +81,8 @@ another process): while every known job records its runs from inside, they are n
 asked for, and APScheduler does not call the listener once more per run."""
 _MAX_COUNTED = 100_000
 _MANUAL_KEPT = 1_000
+_MANUAL_COPY = re.compile(r"(?s)(.+)#manual-[0-9a-f]{12}")
+"""The id run_now() gives a job's one-shot copy: the original id, ``#manual-``, 12 hex digits."""
 _MISSED_KEPT = 10_000
 
 
@@ -122,6 +125,7 @@ class SchedulerInstrumentation:
         self.hub = hub
         self.registry = JobRegistry()
         self._lock = threading.RLock()
+        self._run_now_lock = threading.Lock()  # one run_now() at a time: count, then add
         self._manual: OrderedDict[str, str] = OrderedDict()
         self._missed: OrderedDict[tuple[str, datetime], None] = OrderedDict()
         self._carried: dict[str, dict[str, object]] = {}
@@ -175,33 +179,44 @@ class SchedulerInstrumentation:
         """
         from apscheduler.jobstores.base import JobLookupError
 
-        job = self.scheduler.get_job(job_id)
-        if job is None:
-            raise JobLookupError(job_id)
-        going = self.runs_in_progress(job_id, job.executor)
-        if going is not None and going >= job.max_instances:
-            raise RunsInProgress(job_id, going, job.max_instances)
-        manual_id = f"{job_id}#manual-{new_run_id()[-12:]}"
+        with self._run_now_lock:  # (two requests at once must not both see room)
+            job = self.scheduler.get_job(job_id)
+            if job is None:
+                raise JobLookupError(job_id)
+            going = self.runs_in_progress(job_id, job.executor)
+            if going is not None:
+                # Copies added and not yet started (the scheduler paused, or busy) count too.
+                going += self._manual_copies_waiting(job_id)
+                if going >= job.max_instances:
+                    raise RunsInProgress(job_id, going, job.max_instances)
+            manual_id = f"{job_id}#manual-{new_run_id()[-12:]}"
+            with self._lock:
+                self._manual[manual_id] = job_id
+                carried = _context.carry()  # e.g. the HTTP request's span, for the run's hooks
+                if carried:
+                    self._carried[manual_id] = carried
+                while len(self._manual) > _MANUAL_KEPT:
+                    self._carried.pop(self._manual.popitem(last=False)[0], None)
+            self.scheduler.add_job(
+                job.func,
+                "date",
+                run_date=datetime.now(UTC),
+                args=job.args,
+                kwargs=job.kwargs,
+                id=manual_id,
+                name=job.name,
+                executor=job.executor,
+                jobstore=job._jobstore_alias or "default",
+                misfire_grace_time=None,
+            )
+            return manual_id
+
+    def _manual_copies_waiting(self, job_id: str) -> int:
+        """run_now() copies of the job still in a store: added, not yet started (a copy is
+        taken out of its store as the scheduler submits it)."""
         with self._lock:
-            self._manual[manual_id] = job_id
-            carried = _context.carry()  # e.g. the HTTP request's span, for the run's hooks
-            if carried:
-                self._carried[manual_id] = carried
-            while len(self._manual) > _MANUAL_KEPT:
-                self._carried.pop(self._manual.popitem(last=False)[0], None)
-        self.scheduler.add_job(
-            job.func,
-            "date",
-            run_date=datetime.now(UTC),
-            args=job.args,
-            kwargs=job.kwargs,
-            id=manual_id,
-            name=job.name,
-            executor=job.executor,
-            jobstore=job._jobstore_alias or "default",
-            misfire_grace_time=None,
-        )
-        return manual_id
+            copies = [m for m, original in self._manual.items() if original == job_id]
+        return sum(1 for m in copies if self.scheduler.get_job(m) is not None)
 
     def runs_in_progress(self, job_id: str, executor: str) -> int | None:
         """How many runs of the job (manual ones included) its executor has going, if it says
@@ -262,6 +277,13 @@ class SchedulerInstrumentation:
             self._set_mask(MASK & ~OUTCOMES)
 
     def _learn(self, job: Any) -> KnownJob:
+        copy = _MANUAL_COPY.fullmatch(job.id) if "#manual-" in job.id else None
+        if copy is not None and job.id not in self._manual:
+            # A run_now() copy this process did not make: still in a persistent store from
+            # before a restart (or made by another scheduler on the store). Its run is a
+            # manual run of the original job.
+            with self._lock:
+                self._manual[job.id] = copy.group(1)
         with self._lock:
             previous = self.registry.get(job.id)  # (a one-shot job is removed as it starts)
             known = self.registry.put(KnownJob.from_job(job))
