@@ -453,6 +453,45 @@ def test_pause_and_resume_are_applied_and_audited(api_db: Api) -> None:
     assert actions == [("resume", True, False), ("pause", True, True), ("pause", False, True)]
 
 
+def test_a_pause_racing_a_new_schedule_leaves_the_job_paused(
+    make_api: Callable[..., Api], tmp_path: Any
+) -> None:
+    """A pause and a schedule change sent together, both answered 200: the schedule change read
+    the job before the pause landed and rescheduled it, which un-paused it (12 times in 60 on a
+    SQLAlchemyJobStore). A paused job keeps its new schedule and stays paused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    store = SQLAlchemyJobStore(url=f"sqlite:///{tmp_path}/jobs.sqlite3")
+    api = make_api(scheduler=BackgroundScheduler(jobstores={"default": store}, timezone="UTC"))
+    new_schedule = {"type": "cron", "expression": "0 9 * * 1-5", "timezone": "Europe/Paris"}
+    unpaused = []
+    for i in range(30):
+        job_id = f"report-{i}"
+        api.scheduler.add_job(quick, "interval", hours=1, id=job_id)
+        together = threading.Barrier(2)
+
+        def pause(job_id: str = job_id, together: Any = together) -> int:
+            together.wait()
+            return api.client.post(f"/jobs/{job_id}/pause", headers=AUTH).status_code
+
+        def reschedule(job_id: str = job_id, together: Any = together) -> int:
+            together.wait()
+            return api.client.put(
+                f"/jobs/{job_id}/schedule", headers=AUTH, json=new_schedule
+            ).status_code
+
+        with ThreadPoolExecutor(2) as both:
+            answers = [both.submit(pause), both.submit(reschedule)]
+            assert [a.result() for a in answers] == [200, 200]
+        job = api.scheduler.get_job(job_id)
+        assert "cron" in str(job.trigger)
+        if job.next_run_time is not None:
+            unpaused.append(job_id)
+    assert unpaused == []
+
+
 def test_a_job_id_past_the_columns_length_is_audited_and_found(api_db: Api) -> None:
     """APScheduler takes job ids of any length; the audit entry of pausing one with a 300-character
     id is kept (its id cut to the column's 255 characters, with a hash of the whole id), and the

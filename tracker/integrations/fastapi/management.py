@@ -1,6 +1,7 @@
 """Job routes: list, inspect, run now, pause, resume, reschedule, remove; every action audited."""
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -47,6 +48,9 @@ logger = logging.getLogger("tracker.api")
 def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
     """Add ``/jobs`` and the management actions on ``/jobs/{id}``."""
     settings = wiring.settings
+    # Actions that read a job's state, then change it (pause, resume, a new schedule) take
+    # turns: a pause landing between a schedule change's read and its write was undone by it.
+    changing = threading.Lock()
     Ctx = Annotated[tuple[Tracker, Any], Depends(wiring.bound)]
     protected = [Depends(wiring.authorize)]
     Actor = Annotated[str, Depends(wiring.authorize)]
@@ -234,24 +238,25 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
         ctx: tuple[Tracker, Any], actor: str, request: Request, job_id: str, pause: bool
     ) -> ActionOut:
         tracker, scheduler = ctx
-        job = get_job(scheduler, job_id)
-        before = job_state(job)
         action: Literal["pause", "resume"] = "pause" if pause else "resume"
-        changed = is_paused(job) != pause
-        try:
-            if changed and pause:
-                job = scheduler.pause_job(job_id)
-            elif changed:
-                if not fire_time_left(job):
-                    raise HTTPException(
-                        status.HTTP_409_CONFLICT,
-                        f"Job {job_id!r} has no fire time left: resuming would remove it "
-                        "(give it a new schedule with PUT /jobs/{id}/schedule)",
-                    )
-                job = scheduler.resume_job(job_id)
-        except JobLookupError:
-            raise not_found(job_id) from None
-        job = get_job(scheduler, job_id)
+        with changing:
+            job = get_job(scheduler, job_id)
+            before = job_state(job)
+            changed = is_paused(job) != pause
+            try:
+                if changed and pause:
+                    job = scheduler.pause_job(job_id)
+                elif changed:
+                    if not fire_time_left(job):
+                        raise HTTPException(
+                            status.HTTP_409_CONFLICT,
+                            f"Job {job_id!r} has no fire time left: resuming would remove it "
+                            "(give it a new schedule with PUT /jobs/{id}/schedule)",
+                        )
+                    job = scheduler.resume_job(job_id)
+            except JobLookupError:
+                raise not_found(job_id) from None
+            job = get_job(scheduler, job_id)
         return done(tracker, request, actor, action, job, before, changed=changed)
 
     @router.post(
@@ -343,15 +348,17 @@ def add_job_routes(router: APIRouter, wiring: Wiring) -> None:
                 trigger = date_trigger(schedule.run_at, tz)
         except InvalidScheduleError as exc:
             raise unprocessable(str(exc)) from None
-        before = job_state(job)
-        try:
-            if is_paused(job):
-                scheduler.modify_job(job_id, trigger=trigger)
-            else:
-                scheduler.reschedule_job(job_id, trigger=trigger)
-        except JobLookupError:
-            raise not_found(job_id) from None
-        job = get_job(scheduler, job_id)
+        with changing:
+            job = get_job(scheduler, job_id)  # (again: a pause may have come meanwhile)
+            before = job_state(job)
+            try:
+                if is_paused(job):
+                    scheduler.modify_job(job_id, trigger=trigger)
+                else:
+                    scheduler.reschedule_job(job_id, trigger=trigger)
+            except JobLookupError:
+                raise not_found(job_id) from None
+            job = get_job(scheduler, job_id)
         changed = before != job_state(job)
         return done(tracker, request, actor, "reschedule", job, before, changed=changed)
 
