@@ -223,6 +223,23 @@ def test_two_replicas_alert_once(make_tracker: MakeTracker, receiver: Receiver) 
     assert kinds(receiver) == ["failed", "recovered"]
 
 
+def test_a_replicas_success_recovers_a_job_another_replica_put_down(
+    make_tracker: MakeTracker, receiver: Receiver
+) -> None:
+    """Replica A alerts on a failure; B's success a moment later (before B's periodic refresh of
+    the stored states) was dropped as the success of a healthy job: no recovery, the job stayed
+    down. B reads the stored state of a job it knows none of when it succeeds."""
+    a = make_tracker(WebhookChannel(receiver.url))
+    b = make_tracker(WebhookChannel(receiver.url))
+    settle(a, b)  # both ready (states loaded: none yet)
+    record(a, Status.FAILED, job="shared")
+    settle(a)
+    assert kinds(receiver) == ["failed"]
+    record(b, Status.SUCCEEDED, job="shared")
+    settle(b)
+    assert kinds(receiver) == ["failed", "recovered"]
+
+
 def _close_handing_back(tracker: Tracker) -> None:
     """Close ``tracker``; its one delivery, not sent, is handed back (``released``)."""
     tracker.close()

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from ..._ids import new_run_id
-from ..._record import Execution, JobState, JobVanished, RunTimedOut
+from ..._record import Execution, JobState, JobVanished, RunTimedOut, Status
 from ..._sink import BaseSink, TrackerEvent
 from ..storable import ID_LENGTH, storable_text
 from .channels.base import error_summary
@@ -41,6 +41,7 @@ Counter = Callable[[str, str, int], None]
 """``(channel, outcome, amount)``, e.g. :meth:`MetricsSink.count_alert`."""
 
 _BACKLOG = 10_000
+_LOOKED_UP_KEPT = 100_000
 _RESUME_EVERY = 10.0
 _UNCLAIMED_AFTER = timedelta(seconds=30)
 _STALE_AFTER = timedelta(seconds=60)
@@ -122,6 +123,7 @@ class AlertSink(BaseSink):
             p.renotify_seconds is not None for p in self.config.job_policies.values()
         )
         self._cache: dict[str, Health] = {}
+        self._looked_up: dict[str, float] = {}  # job id -> when its stored state was last read
         self._backlog: list[AlertEvent] = []
         self._ready = False
         self._failures = 0
@@ -146,6 +148,7 @@ class AlertSink(BaseSink):
         # until it is, so each later event of theirs is applied too (a success right
         # after a failure in the same batch is a recovery, not the noise of a healthy job).
         waiting = {_identity(event)[0] for event in work}
+        self._look_up_unknown(events)
         for event in events:
             if isinstance(event, Execution):
                 if not event.status.is_terminal:
@@ -160,6 +163,37 @@ class AlertSink(BaseSink):
             self._keep(work)
             return
         self._process(work)
+
+    def _look_up_unknown(self, events: Sequence[TrackerEvent]) -> None:
+        """Read the stored state of jobs that succeeded here and that this instance knows no
+        state of: another instance on the database may have put one down since the last
+        refresh, and its recovery must not be dropped as the noise of a healthy job (it was,
+        until a later success here after a refresh). One query for them all; each job at most
+        once a refresh interval."""
+        if not self._ready:
+            return
+        now = time.monotonic()
+        due = now - self.config.refresh_interval
+        looked_up = self._looked_up
+        unknown: set[str] = set()
+        for event in events:
+            if isinstance(event, Execution) and event.status is Status.SUCCEEDED:
+                job_id = _identity(event)[0]
+                if job_id not in self._cache and looked_up.get(job_id, due - 1.0) < due:
+                    unknown.add(job_id)
+        if not unknown:
+            return
+        if len(looked_up) > _LOOKED_UP_KEPT:
+            looked_up.clear()
+        for job_id in unknown:
+            looked_up[job_id] = now
+        try:
+            found = self.store.load_many(sorted(unknown))
+        except SQLAlchemyError as exc:  # the periodic refresh catches up
+            logger.debug("tracker could not read alert states: %s", exc)
+            return
+        for health in found:
+            self._cache.setdefault(health.job_id, health)
 
     def _screen(self, event: AlertEvent, waiting: set[str]) -> bool:
         """Whether ``event`` is to be applied; adds its job to ``waiting`` when it is."""

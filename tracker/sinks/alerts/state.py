@@ -170,6 +170,16 @@ class AlertStore:
         with self.engine.connect() as conn:
             return [_health(row) for row in conn.execute(query)]
 
+    def load_many(self, job_ids: Sequence[str]) -> list[Health]:
+        """The stored states of those of ``job_ids`` that have one (500 ids a query)."""
+        found: list[Health] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                query = select(alert_jobs).where(alert_jobs.c.job_id.in_(chunk))
+                found.extend(_health(row) for row in conn.execute(query))
+        return found
+
     def load(self, job_id: str) -> Health | None:
         query = select(alert_jobs).where(alert_jobs.c.job_id == job_id)
         with self.engine.connect() as conn:
