@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import threading
@@ -190,7 +189,6 @@ class Tracker:
             self.watchdog = Watchdog(self.hub, watchdog_settings)
             self.watchdog.start()
         self._instrumentations: list[Any] = []
-        self._start_listeners: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
         _context.push_default(self.hub)
 
@@ -226,10 +224,7 @@ class Tracker:
             if self.settings.missed_while_down:  # checked at each start of the scheduler
                 from .integrations.apscheduler.downtime import watch_starts
 
-                listener = watch_starts(
-                    scheduler, self.hub, self.engine, self.flush, instrumentation
-                )
-                self._start_listeners.append((scheduler, listener))
+                watch_starts(instrumentation, self.hub, self.engine, self.flush)
             if self.watchdog is not None:
                 from .integrations.apscheduler.watchdog import attach
 
@@ -280,9 +275,6 @@ class Tracker:
             return
         for instrumentation in self._instrumentations:
             instrumentation.detach()
-        for scheduler, listener in self._start_listeners:
-            with contextlib.suppress(KeyError):
-                scheduler.remove_listener(listener)
         _context.remove_default(self.hub)
         if self.watchdog is not None:
             self.watchdog.stop()

@@ -201,18 +201,13 @@ def record_downtime(
 
 
 def watch_starts(
-    scheduler: Any,
-    hub: Hub,
-    engine: Engine,
-    ready: Callable[[float], bool],
-    instrumentation: Any = None,
-) -> Callable[[Any], None]:
-    """Check for downtime each time ``scheduler`` starts (now too, if it runs already), on a
-    thread of its own once ``ready(timeout)`` (the history written so far) says so. Returns
-    the listener added to the scheduler: to ``instrumentation``'s own listener, if given (one
-    listener fewer for APScheduler to go through at every event, twice or three times a
-    run), else to the scheduler's."""
-    from apscheduler.events import EVENT_SCHEDULER_STARTED
+    instrumentation: Any, hub: Hub, engine: Engine, ready: Callable[[float], bool]
+) -> None:
+    """Check for downtime each time the instrumented scheduler starts (now too, if it runs
+    already), on a thread of its own once ``ready(timeout)`` (the history written so far) says
+    so. Called by the instrumentation's own listener (``on_start``: one listener fewer for
+    APScheduler to go through at every event), which stops with it when it is detached."""
+    scheduler = instrumentation.scheduler
 
     def check() -> None:
         started = datetime.now(UTC)
@@ -236,10 +231,6 @@ def watch_starts(
     def on_started(event: Any) -> None:
         check()
 
-    if instrumentation is not None:
-        instrumentation.on_start.append(on_started)
-    else:
-        scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+    instrumentation.on_start.append(on_started)
     if scheduler.running:
         check()
-    return on_started
