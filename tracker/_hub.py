@@ -514,24 +514,13 @@ class Hub:
         scheduled_at = run._scheduled_at
         scheduled: float | datetime | None = None
         if scheduled_at is not None:
-            try:  # _fixed_epoch's cache first, without the call
-                epoch = _epochs[scheduled_at.tzinfo]
-            except (KeyError, TypeError):
-                epoch = _fixed_epoch(scheduled_at.tzinfo)
+            epoch = _fixed_epoch(scheduled_at.tzinfo)
             if epoch is None:
                 seconds = scheduled_at.timestamp()
             else:  # a fixed offset (UTC): the difference needs no time zone lookup
                 seconds = (scheduled_at - epoch).total_seconds()
-            if run.origin is _SCHEDULED:  # what _note_fired does, without the call
-                fired = self._fired
-                job_id = run.job_id
-                previous = fired.get(job_id)
-                if previous is None:
-                    if len(fired) >= _FIRED_KEPT:
-                        fired.clear()
-                    fired[job_id] = seconds
-                elif seconds > previous:
-                    fired[job_id] = seconds
+            if run.origin is _SCHEDULED:
+                self._note_fired(run.job_id, seconds)
             if -EXACT_SECONDS < seconds < EXACT_SECONDS:
                 scheduled = seconds
             else:  # (its tzinfo may be a class the writer process cannot unpickle)
