@@ -141,6 +141,19 @@ def status_for(error: BaseException | None, origin: Origin | None = None) -> Sta
     return Status.FAILED
 
 
+_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+
+
+def reported_error(status: Status, error: BaseException | None) -> BaseException | None:
+    """The exception of a run that ended in ``status``, if it is one to report (a span's
+    exception event, a Sentry event): a failure's — a ``SystemExit`` in a scheduled run too
+    (see :func:`status_for`) — or a timed-out run's; not an interruption that stopped the run
+    (a shutdown's or the watchdog's cancel)."""
+    if error is None or (status is not Status.FAILED and isinstance(error, _INTERRUPTIONS)):
+        return None
+    return error
+
+
 class Hub:
     """Per-run state and fan-out to sinks. Thread-safe.
 

@@ -28,7 +28,6 @@ raised none).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -48,7 +47,7 @@ from opentelemetry.trace.status import Status as SpanStatus
 from opentelemetry.trace.status import StatusCode
 
 from .. import _context
-from .._hub import Hub
+from .._hub import Hub, reported_error
 from .._record import Execution, Origin, Status
 from .._run import Run
 from .._sink import BaseSink, TrackerEvent
@@ -85,7 +84,6 @@ CARRIER = "otel.context"
 _EMPTY = Context()
 _ENDED_BADLY = frozenset({Status.FAILED, Status.TIMED_OUT, Status.INTERRUPTED})
 _NO_SPAN = frozenset({Status.RUNNING, Status.MISSED, Status.SKIPPED})
-_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 
 
 def _tracer(provider: TracerProvider | None) -> Tracer:
@@ -146,8 +144,9 @@ def _end_status(
 ) -> None:
     span.set_attribute(ATTR_STATUS, status.value)
     if status in _ENDED_BADLY:
-        if error is not None and (status is Status.FAILED or not isinstance(error, _INTERRUPTIONS)):
-            span.record_exception(error)  # (a SystemExit in a scheduled run is a failure)
+        reported = reported_error(status, error)
+        if reported is not None:
+            span.record_exception(reported)
         description = _describe(error) if error is not None else message
         span.set_status(SpanStatus(StatusCode.ERROR, description or status.value))
 

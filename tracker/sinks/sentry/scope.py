@@ -15,12 +15,12 @@ job: the hub catches and counts whatever a hook raises.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AbstractContextManager
 from typing import Any
 
 import sentry_sdk
 
+from ..._hub import reported_error
 from ..._record import Status
 from ..._run import Run
 from .._job_errors import ExcInfo
@@ -29,7 +29,6 @@ from ..iso import iso
 __all__ = ["SentryHook", "capture_untracked_failure", "sentry_enabled"]
 
 _REPORTED = frozenset({Status.FAILED, Status.TIMED_OUT})
-_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 
 
 def sentry_enabled() -> bool:
@@ -89,10 +88,9 @@ class SentryHook:
                 context["duration_s"] = run.elapsed_s
                 context["status"] = status.value
                 scope.set_context("job", context)
-                if error is not None and (
-                    status is Status.FAILED or not isinstance(error, _INTERRUPTIONS)
-                ):  # (a SystemExit in a scheduled run is a failure: see status_for)
-                    sentry_sdk.capture_exception(error)
+                reported = reported_error(status, error)
+                if reported is not None:
+                    sentry_sdk.capture_exception(reported)
                 else:  # timed out and returned, or cancelled by the watchdog
                     limit = f" of {run.max_runtime:g} s" if run.max_runtime else ""
                     sentry_sdk.capture_message(
