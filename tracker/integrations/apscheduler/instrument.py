@@ -278,13 +278,12 @@ class SchedulerInstrumentation:
 
     def _learn(self, job: Any) -> KnownJob:
         copy = _MANUAL_COPY.fullmatch(job.id) if "#manual-" in job.id else None
-        if copy is not None and job.id not in self._manual:
-            # A run_now() copy this process did not make: still in a persistent store from
-            # before a restart (or made by another scheduler on the store). Its run is a
-            # manual run of the original job.
-            with self._lock:
-                self._manual[job.id] = copy.group(1)
         with self._lock:
+            if copy is not None and job.id not in self._manual:
+                # A run_now() copy this process did not make: still in a persistent store from
+                # before a restart (or made by another scheduler on the store). Its run is a
+                # manual run of the original job.
+                self._manual[job.id] = copy.group(1)
             previous = self.registry.get(job.id)  # (a one-shot job is removed as it starts)
             known = self.registry.put(KnownJob.from_job(job))
             known.expected_next = known.next_run_at if known.next_run_at else known.expected_next
@@ -405,10 +404,12 @@ class SchedulerInstrumentation:
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         claimed = self.claim_missed(event.job_id, event.scheduled_run_time)
+        in_run = self._records_in_run(self._known(event.job_id))
+        if in_run and not claimed:
+            return
         record = self._missed_record(event.job_id, event.scheduled_run_time)
-        if self._records_in_run(self._known(event.job_id)):
-            if claimed:
-                self.hub.record(record)
+        if in_run:
+            self.hub.record(record)
             return
         # Its runs are known from events, and APScheduler announces a missed fire time's
         # submission too (its run_job only then finds it too late): no run took place.
