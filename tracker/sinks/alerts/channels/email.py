@@ -37,6 +37,11 @@ def render(alert: Alert, sender: str, recipients: list[str], prefix: str) -> Ema
     return msg
 
 
+def _reply_text(reply: object) -> str:
+    """An SMTP server's reply as text (smtplib gives it as bytes)."""
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
 def _smtp_error(exc: Exception, where: str) -> DeliveryError:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
@@ -45,11 +50,7 @@ def _smtp_error(exc: Exception, where: str) -> DeliveryError:
             f"{where} refused the recipients: {exc.recipients}", transient=transient
         )
     if isinstance(exc, smtplib.SMTPResponseException):
-        message = (
-            exc.smtp_error.decode("utf-8", "replace")
-            if isinstance(exc.smtp_error, bytes)
-            else str(exc.smtp_error)
-        )
+        message = _reply_text(exc.smtp_error)
         return DeliveryError(
             f"{where} answered {exc.smtp_code} {message}", transient=400 <= exc.smtp_code < 500
         )
@@ -64,11 +65,9 @@ def _smtp_error(exc: Exception, where: str) -> DeliveryError:
 
 def _refusals(refused: dict[str, tuple[int, bytes]]) -> str:
     """``addr (550 reason), ...`` of the recipients a server refused."""
-    shown = []
-    for address, (code, reply) in refused.items():
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-        shown.append(f"{address} ({code} {text})")
-    return ", ".join(shown)
+    return ", ".join(
+        f"{address} ({code} {_reply_text(reply)})" for address, (code, reply) in refused.items()
+    )
 
 
 class EmailChannel:
