@@ -84,10 +84,14 @@ def tracker_factory(database_url: str) -> Iterator[object]:
 
     made: list[Tracker] = []
 
-    def make(**settings: object) -> Tracker:
+    def make(*, metrics: bool = True, **settings: object) -> Tracker:
         options: dict[str, object] = {"flush_interval": 0.02}
         options.update(settings)
-        tracker = Tracker(database_url, settings=TrackerSettings(**options))  # type: ignore[arg-type]
+        tracker = Tracker(
+            database_url,
+            settings=TrackerSettings(**options),  # type: ignore[arg-type]
+            metrics=metrics,
+        )
         made.append(tracker)
         return tracker
 

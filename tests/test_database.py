@@ -548,3 +548,111 @@ def test_a_filter_of_the_wrong_type_is_a_clear_error(tracker, name, value, messa
     inside, or a float limit silently taken)."""
     with pytest.raises(ValueError, match=re.escape(message)):
         tracker.executions(**{name: value})
+
+
+def test_a_run_row_is_written_as_the_record_made_of_it() -> None:
+    """With the database as the only sink, the hub hands the in-process writer run rows, not
+    records. The parameters written for each are those of the record made of it (as the writer
+    process makes it): every time to the microsecond — on both sides of a second, the end as
+    the start plus the duration — lateness, error, tags, span ids, on both backends."""
+    import random
+    from zoneinfo import ZoneInfo
+
+    from tracker import Origin
+    from tracker._hub import Hub
+    from tracker._plain import from_run_row
+    from tracker._run import Run
+    from tracker.sinks.database.rows import run_row_maker, tuple_maker
+
+    rng = random.Random(5)
+    zones = [UTC, ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata")]
+    hub = Hub()
+    try:
+        for n in range(3_000):
+            wall = rng.uniform(0, 4.2e9) if n % 10 else 1.7e9 + rng.choice([1 - 5e-7, 5e-7])
+            origin = Origin.DIRECT if n % 7 == 0 else Origin.SCHEDULED
+            scheduled = None
+            if origin is not Origin.DIRECT:
+                due = wall - rng.uniform(-1, 3600)
+                if n % 100 == 1:
+                    due = 5e9  # past 2106: kept as a datetime in the run row
+                scheduled = datetime.fromtimestamp(due, rng.choice(zones))
+            run = Run(None, f"job-{n % 9}", "name", scheduled, hub.instance, origin, {"t": "a"})
+            run._wall0 = wall
+            if n % 3 == 0:
+                run.set_span_ids(rng.getrandbits(128), rng.getrandbits(64))
+            error = KeyError(f"k{n}") if n % 4 == 0 else None
+            duration = rng.choice([0.0, 3e-7, 0.0000015, 0.9999995, rng.uniform(0, 90_000)])
+            row = hub._final_run_row(run, Status.FAILED if error else None, error, duration)
+            row = (new_run_id(), *row[1:])
+            record = from_run_row(row, 0, 0, 0)
+            for dialect in ("sqlite", "postgresql"):
+                assert run_row_maker(dialect)(row) == tuple_maker(dialect)(record), (n, dialect)
+    finally:
+        hub.close()
+
+
+def test_with_only_the_database_every_field_of_a_run_reaches_its_row(tracker_factory) -> None:
+    """No sink but the database (``metrics=False``): runs reach it as run rows, and each row
+    holds what the run did — its fire time, start and end to the microsecond, lateness,
+    duration, error, tags — a run in progress first as ``running``, then finished."""
+    import time
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from tracker import tracked_job
+
+    tracker = tracker_factory(metrics=False)
+    assert tracker.hub._run_rows
+    release = threading.Event()
+
+    @tracked_job(tags={"team": "core"})
+    def fine() -> None:
+        time.sleep(0.01)
+
+    @tracked_job
+    def broken() -> None:
+        raise LookupError("no such thing")
+
+    @tracked_job
+    def slow() -> None:
+        release.wait(10)
+
+    scheduler = BackgroundScheduler(timezone="Asia/Kolkata")
+    tracker.instrument(scheduler)
+    due = datetime.now(UTC) + timedelta(milliseconds=300)
+    scheduler.add_job(fine, "date", run_date=due, id="fine")
+    scheduler.start()
+    try:
+        with pytest.raises(LookupError):
+            broken()
+        waiter = threading.Thread(target=slow)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not tracker.executions(job_id="fine") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tracker.flush()
+        (running,) = tracker.executions(status=Status.RUNNING)
+        release.set()
+        waiter.join()
+    finally:
+        scheduler.shutdown(wait=True)
+    assert tracker.flush()
+    (ran,) = tracker.executions(job_id="fine")
+    assert ran.status is Status.SUCCEEDED and ran.tags == {"team": "core"}
+    assert ran.scheduled_at == due and ran.started_at >= due
+    assert ran.lateness_s == (ran.started_at - due).total_seconds()
+    assert ran.duration_s >= 0.01
+    assert ran.finished_at - ran.started_at == timedelta(microseconds=round(ran.duration_s * 1e6))
+    (failed,) = tracker.executions(job_id=broken.__qualname__)
+    assert (failed.status, failed.error_type, failed.error_message) == (
+        Status.FAILED,
+        "LookupError",
+        "no such thing",
+    )
+    assert failed.lateness_s == 0 and failed.scheduled_at == failed.started_at
+    assert "raise LookupError" in (failed.traceback or "")
+    (done,) = tracker.executions(job_id=slow.__qualname__)
+    assert done.run_id == running.run_id and done.status is Status.SUCCEEDED
+    assert done.started_at == running.started_at
+    assert len({ran.run_id, failed.run_id, done.run_id}) == 3

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import support
@@ -58,10 +59,21 @@ def jobstore(request, tmp_path) -> str:
     return f"redis://127.0.0.1:6379/15#tracker-test-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(params=["thread", "process"])
-def writer(request) -> str:
-    """Where rows are written: the service's process, or the writer process."""
-    return str(request.param)
+class Writer(NamedTuple):
+    setting: str
+    """``database_writer``"""
+    metrics: bool
+    """With metrics (the default), the database gets records; without, run rows."""
+
+
+@pytest.fixture(
+    params=[Writer("thread", True), Writer("thread", False), Writer("process", False)],
+    ids=["thread", "thread-run-rows", "process"],
+)
+def writer(request) -> Writer:
+    """Where rows are written: the service's process (given records, or only run rows when
+    the database is the only sink), or the writer process."""
+    return request.param  # type: ignore[no-any-return]
 
 
 def test_job_store_restores_the_tracked_function(database_url, jobstore, tmp_path) -> None:
@@ -292,7 +304,9 @@ def _run_through_outage(tracker: Tracker, block, unblock) -> None:
 def test_sqlite_locked_database_loses_nothing(sqlite_url, writer) -> None:
     """While another connection holds SQLite's write lock, records wait and all arrive after."""
     tracker = Tracker(
-        sqlite_url, settings=TrackerSettings(flush_interval=0.02, database_writer=writer)
+        sqlite_url,
+        settings=TrackerSettings(flush_interval=0.02, database_writer=writer.setting),
+        metrics=writer.metrics,
     )
     path = sqlite_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -358,7 +372,11 @@ def postgres_database():
 def test_postgres_outage_loses_nothing(postgres_database, writer) -> None:
     """While PostgreSQL refuses connections, records wait, jobs carry on, and all arrive after."""
     url, set_allowed = postgres_database
-    tracker = Tracker(url, settings=TrackerSettings(flush_interval=0.02, database_writer=writer))
+    tracker = Tracker(
+        url,
+        settings=TrackerSettings(flush_interval=0.02, database_writer=writer.setting),
+        metrics=writer.metrics,
+    )
     try:
         _run_through_outage(tracker, lambda: set_allowed(False), lambda: set_allowed(True))
         # Seen as an outage and retried, not as the sink breaking.
@@ -372,7 +390,10 @@ def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog, writer) ->
     """Past the buffer bound, new records are dropped, counted and logged, and jobs still run."""
     tracker = Tracker(
         sqlite_url,
-        settings=TrackerSettings(flush_interval=0.02, buffer_size=100, database_writer=writer),
+        settings=TrackerSettings(
+            flush_interval=0.02, buffer_size=100, database_writer=writer.setting
+        ),
+        metrics=writer.metrics,
     )
     path = sqlite_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -391,7 +412,9 @@ def test_full_buffer_drops_are_counted_and_logged(sqlite_url, caplog, writer) ->
 
 def test_clean_shutdown_loses_nothing(tracker_factory, writer) -> None:
     """Close right after a burst of runs: every one of them is in the database."""
-    tracker = tracker_factory(flush_interval=1.0, database_writer=writer)
+    tracker = tracker_factory(
+        flush_interval=1.0, database_writer=writer.setting, metrics=writer.metrics
+    )
     for _ in range(500):
         support.ok_job()
     tracker.close()
@@ -437,8 +460,10 @@ def test_records_pending_at_shutdown_survive_an_outage(
     """Database down at a clean shutdown: records are spilled, and written at the next start
     (with the instance that recorded them, even one whose id is too long for a file name)."""
     url, set_allowed = postgres_database
-    settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path, database_writer=writer)
-    tracker = Tracker(url, settings=settings, instance=instance)
+    settings = TrackerSettings(
+        flush_interval=0.02, spill_dir=tmp_path, database_writer=writer.setting
+    )
+    tracker = Tracker(url, settings=settings, instance=instance, metrics=writer.metrics)
     set_allowed(False)
     for _ in range(20):
         support.ok_job()
@@ -463,7 +488,7 @@ def test_a_record_the_database_refuses_holds_back_nothing(tracker_factory, write
     from tracker import Execution
     from tracker._ids import new_run_id
 
-    tracker = tracker_factory(database_writer=writer)
+    tracker = tracker_factory(database_writer=writer.setting, metrics=writer.metrics)
     postgres = tracker.engine.dialect.name == "postgresql"
     now = datetime.now(UTC)
 

@@ -150,6 +150,18 @@ def _microseconds(seconds: float) -> int:
     return whole * 1_000_000 + round((seconds - whole) * 1e6)
 
 
+def sent_row(row: tuple[Any, ...], salt: int, batch: int, index: int) -> Execution | RunRow:
+    """What the writer process writes of a row it was sent: a run row as it is, given the id
+    :func:`from_run_row` gives it if it has none (its record is not made: the database sink
+    makes its parameters from the run row); a plain record as its record."""
+    if len(row) == RUN_ROW_LENGTH:
+        if row[0] is None:
+            ms = _microseconds(row[5]) // 1000
+            return (derived_run_id(ms, salt, batch, index), *row[1:])
+        return row
+    return from_plain(row)
+
+
 def from_sent(row: tuple[Any, ...], salt: int, batch: int, index: int) -> Execution:
     """The record a plain record or a run row stands for (see :func:`from_run_row`)."""
     if len(row) == RUN_ROW_LENGTH:

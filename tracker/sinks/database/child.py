@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ..._plain import from_sent
+from ..._plain import RunRow, sent_row
 from ..._record import Execution
 from .engine import create_tracker_engine
 from .frames import encode, read_frame, write_all
@@ -147,14 +147,15 @@ class _Writer:
         if closed:
             logger.warning("tracker closed %d runs of %s as interrupted", closed, instance)
 
-    def records(self, message: tuple[Any, ...]) -> list[Execution]:
-        """The records of a ``records`` message. A ``None`` in its list is a record the tracker
-        took out (a ``running`` state its final one supersedes) where it was, so that the
-        others keep their places (the ids of run rows sent without one)."""
+    def records(self, message: tuple[Any, ...]) -> list[Execution | RunRow]:
+        """The records and run rows (:func:`~tracker._plain.sent_row`) of a ``records``
+        message. A ``None`` in its list is one the tracker took out (a ``running`` state its
+        final one supersedes) where it was, so that the others keep their places (the ids of
+        run rows sent without one)."""
         _, seq, rows = message
         salt = self.salt
         self.received = seq
-        return [from_sent(row, salt, seq, i) for i, row in enumerate(rows) if row is not None]
+        return [sent_row(row, salt, seq, i) for i, row in enumerate(rows) if row is not None]
 
     def dispatch(self, message: tuple[Any, ...]) -> bool:
         """Act on one message (and the records queued behind it); ``True`` to stop."""

@@ -40,8 +40,8 @@ from ..._sink import BaseSink, TrackerEvent
 from . import spill
 from .engine import in_memory, normalise_url, redact
 from .frames import encode, read_frame, write_all
-from .rows import to_plain
-from .writer import _merge
+from .rows import record_of, to_plain
+from .writer import Pending, _merge
 
 logger = logging.getLogger("tracker.database")
 
@@ -597,7 +597,7 @@ class ProcessDatabaseSink(BaseSink):
         salt = self._config["salt"]
         # One record per run, its final state over its `running` one (as the writer process
         # keeps them): the tracker that loads the file then writes the state the run ended in.
-        records: dict[str, Execution] = {}
+        records: dict[str, Pending] = {}
         _merge(
             records,
             (
@@ -610,7 +610,9 @@ class ProcessDatabaseSink(BaseSink):
         try:
             # A file of its own: the writer process may have spilled to the instance's.
             name = f"{self.instance}+service"
-            path = spill.spill(self.spill_dir, self._spill_key, name, records.values())
+            path = spill.spill(
+                self.spill_dir, self._spill_key, name, map(record_of, records.values())
+            )
         except OSError as exc:
             logger.error(
                 "tracker could not write %d records to %s before shutdown, nor spill them: %s",

@@ -32,12 +32,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, insert, literal, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from ..._ids import hostname
+from ..._ids import hostname, new_run_id
+from ..._plain import RunRow
 from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
 from . import migrate, spill
 from .engine import redact
-from .rows import COLUMNS, storable, tuple_maker
+from .rows import COLUMNS, record_of, run_row_maker, storable, tuple_maker
 from .schema import executions, instances
 
 logger = logging.getLogger("tracker.database")
@@ -53,11 +54,18 @@ the database being away: a value the database refuses, one the row cannot be mad
 the driver cannot encode (a lone surrogate, from an undecodable file name in an error)."""
 
 
+Pending = Execution | RunRow
+"""What waits to be written: a record, or a finished run's run row (``tracker._plain``) with its
+id (given one as it arrives, kept for every retry)."""
+
+
 class DatabaseSink(BaseSink):
     """Writes every record to ``job_executions``; keeps this instance's heartbeat."""
 
     name = "database"
     handles_jobs = False
+    run_rows = True
+    """Finished runs may come as run rows: their parameters are made without a record."""
     handles_after_close = True
     """Once closed, :meth:`handle` spills what it is given (on any thread, without the
     database): the sink's worker hands it what its stuck thread could not."""
@@ -89,10 +97,10 @@ class DatabaseSink(BaseSink):
         self.spill_dir = spill_dir if spill_dir is not None else spill.default_spill_dir()
         self._spilled_files: list[Path] = []
         self._on_drop = on_drop
-        self._pending: dict[str, Execution] = {}
-        self._inflight: dict[str, Execution] = {}
+        self._pending: dict[str, Pending] = {}
+        self._inflight: dict[str, Pending] = {}
         """The batch being written (taken from ``_pending``): spilled if close() can't wait."""
-        self._spilled: dict[str, Execution] = {}
+        self._spilled: dict[str, Pending] = {}
         """What close() spilled, the spill file's content: records handed over later join it."""
         self._lock = threading.Lock()
         """Guards ``_pending``, ``_inflight``, ``_spilled`` and the closing state."""
@@ -109,6 +117,7 @@ class DatabaseSink(BaseSink):
         self.written = 0
         self._dialect = engine.dialect.name
         self._make_row = tuple_maker(self._dialect)
+        self._make_run_row = run_row_maker(self._dialect)
         self._upsert = upsert_statement(self._dialect)
         self._copy = self._dialect == "postgresql" and engine.dialect.driver == "psycopg"
         self._url = redact(engine.url.render_as_string(hide_password=False))
@@ -132,7 +141,7 @@ class DatabaseSink(BaseSink):
     def handle(self, events: Sequence[TrackerEvent]) -> None:
         with self._lock:
             if self._closed:  # handed over after close() (its thread was stuck): spill them
-                late: dict[str, Execution] = {}
+                late: dict[str, Pending] = {}
                 _merge(late, events)
                 self._spill_locked(late)
                 return
@@ -216,7 +225,7 @@ class DatabaseSink(BaseSink):
                 self._spill_locked(left)
         self.engine.dispose()
 
-    def _spill_locked(self, records: dict[str, Execution]) -> None:
+    def _spill_locked(self, records: dict[str, Pending]) -> None:
         """Add ``records`` to the spill file (written again whole); under ``_lock``, closed.
         Records that cannot be kept there are dropped: counted and logged."""
         merged = dict(self._spilled)
@@ -226,7 +235,9 @@ class DatabaseSink(BaseSink):
             return
         reason = self.last_error or "no answer from the database in time"
         try:
-            path = spill.spill(self.spill_dir, self._spill_key, self.instance, merged.values())
+            path = spill.spill(
+                self.spill_dir, self._spill_key, self.instance, map(record_of, merged.values())
+            )
         except OSError as exc:
             logger.error(
                 "tracker could not write %d records to %s before shutdown (%s), "
@@ -299,12 +310,12 @@ class DatabaseSink(BaseSink):
                     path.unlink(missing_ok=True)
                 self._spilled_files = []
 
-    def _rows(self, records: Iterable[Execution], *, storable_first: bool = False) -> list[Any]:
-        make = self._make_row
+    def _rows(self, records: Iterable[Pending], *, storable_first: bool = False) -> list[Any]:
+        make, make_run = self._make_row, self._make_run_row
         try:
             if storable_first:
-                return [make(storable(e)) for e in records]
-            return [make(e) for e in records]
+                return [make(storable(record_of(e))) for e in records]
+            return [make_run(e) if type(e) is tuple else make(e) for e in records]  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise _Unwritable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -317,14 +328,14 @@ class DatabaseSink(BaseSink):
             else:
                 conn.exec_driver_sql(self._upsert, rows)  # executemany
 
-    def _write_isolating(self, records: list[Execution]) -> int:
+    def _write_isolating(self, records: list[Pending]) -> int:
         """The database refused a batch for what is in it (a data or integrity error, not an
         outage; or a record could not be made a row): one bad record must not hold back the
         others, retried forever. Halves are written until the records refused are alone; each
         is written again made :func:`~tracker.sinks.database.rows.storable` (NUL characters
         replaced, text cut to its column), and dropped — counted and logged — if it is still
         refused. Returns how many were dropped."""
-        refused: list[tuple[Execution, BaseException]] = []
+        refused: list[tuple[Pending, BaseException]] = []
         parts = [records]
         while parts:
             part = parts.pop()
@@ -342,7 +353,8 @@ class DatabaseSink(BaseSink):
             except _REFUSED as exc:
                 refused.append((record, exc))
         if refused:
-            first, error = refused[0]
+            first_value, error = refused[0]
+            first = record_of(first_value)
             reason = error.orig if isinstance(error, DBAPIError) else error.__cause__ or error
             logger.error(
                 "tracker database %s refused %d record(s), dropped; the first: run %s of job %r "
@@ -476,7 +488,7 @@ class DatabaseSink(BaseSink):
             # A file may hold both a run's `running` state and its final one (files the
             # writer process's service spilled as the records came): the final one wins, in
             # any order. What is pending here is newer and wins too, unless only `running`.
-            spilled: dict[str, Execution] = {}
+            spilled: dict[str, Pending] = {}
             _merge(spilled, records)
             _merge(spilled, self._pending.values())
             self._pending = spilled
@@ -505,13 +517,26 @@ class DatabaseSink(BaseSink):
 
 
 def _merge(
-    into: dict[str, Execution], events: Iterable[TrackerEvent], bound: int | None = None
+    into: dict[str, Pending], events: Iterable[TrackerEvent | Pending], bound: int | None = None
 ) -> int:
-    """Merge the records among ``events`` into ``into`` by run id, a later state replacing an
-    earlier one but a ``running`` state never replacing a finished one; a new run past
-    ``bound`` records is left out. Returns how many were left out."""
+    """Merge the records and run rows among ``events`` into ``into`` by run id, a later state
+    replacing an earlier one but a ``running`` state never replacing a finished one; a new run
+    past ``bound`` records is left out. Returns how many were left out.
+
+    A run row is a finished run's (never ``running``); one without an id is given one here, as
+    the run would have made it (:attr:`~tracker._run.Run.run_id`), kept while it waits."""
     dropped = 0
     for event in events:
+        if type(event) is tuple:  # a run row
+            run_id = event[0]
+            if run_id is None:
+                run_id = new_run_id(int(event[5] * 1000))
+                event = (run_id, *event[1:])
+            if bound is not None and len(into) >= bound and run_id not in into:
+                dropped += 1
+                continue
+            into[run_id] = event
+            continue
         if not isinstance(event, Execution):
             continue
         previous = into.get(event.run_id)
@@ -520,7 +545,9 @@ def _merge(
                 dropped += 1
                 continue
             into[event.run_id] = event
-        elif previous.status is Status.RUNNING or event.status is not Status.RUNNING:
+        elif event.status is not Status.RUNNING or (
+            isinstance(previous, Execution) and previous.status is Status.RUNNING
+        ):
             into[event.run_id] = event
     return dropped
 
