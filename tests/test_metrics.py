@@ -626,3 +626,54 @@ def test_alerts_are_counted_by_channel_and_outcome(sink: MetricsSink) -> None:
     body = sink.render()
     assert value(body, "jobtracker_alerts_total", channel="slack", outcome="sent") == 2
     assert value(body, "jobtracker_alerts_total", channel="email", outcome="failed") == 0
+
+
+def test_run_rows_count_as_the_records_made_of_them() -> None:
+    """When every sink takes run rows (database and metrics, the default), the hub sends the
+    metrics sink run rows, not records: every family — runs by status, durations, lateness,
+    last success and failure, failure streaks, runs in progress — comes out as it does from
+    the records made of the same rows."""
+    import random
+
+    from tracker._hub import Hub
+    from tracker._ids import new_run_id
+    from tracker._plain import from_run_row
+    from tracker._record import Origin
+    from tracker._run import Run
+
+    rng = random.Random(3)
+    by_rows, by_records = MetricsSink(CollectorRegistry()), MetricsSink(CollectorRegistry())
+    hub = Hub()
+    try:
+        rows, records = [], []
+        for n in range(2_000):
+            wall = 1.7e9 + n * 0.37 + rng.random()
+            scheduled = None
+            if n % 5:
+                scheduled = datetime.fromtimestamp(wall - rng.choice([0.0, 0.004, 7.5, 900]), UTC)
+            run = Run(
+                None, f"job-{n % 7}", f"name-{n % 4}", scheduled, hub.instance, Origin.SCHEDULED
+            )
+            run._wall0 = wall
+            if n % 9 == 0:  # announced: its running record came first, under the run's id
+                running = run.snapshot()
+                by_rows.handle([running])
+                by_records.handle([running])
+            error = RuntimeError("x") if n % 3 == 0 else None
+            final = rng.choice([Status.FAILED, Status.TIMED_OUT]) if error else None
+            row = hub._final_run_row(run, final, error, rng.choice([0.0002, 0.6, 45.0, 4000.0]))
+            rows.append(row)
+            records.append(from_run_row((row[0] or new_run_id(), *row[1:]), 0, 0, 0))
+            if n % 50 == 49:
+                by_rows.handle(rows)
+                by_records.handle(records)
+                rows, records = [], []
+        by_rows.handle(rows)
+        by_records.handle(records)
+    finally:
+        hub.close()
+    rendered = by_rows.render_own()
+    assert b'jobtracker_runs_total{job="name-1",status="timed_out"}' in rendered
+    for name in range(4):  # each announced run was ended by its run row (same id)
+        assert f'jobtracker_runs_in_progress{{job="name-{name}"}} 0\n'.encode() in rendered
+    assert rendered == by_records.render_own()

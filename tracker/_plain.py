@@ -143,6 +143,20 @@ def from_run_row(row: RunRow, salt: int, batch: int, index: int) -> Execution:
     )
 
 
+def run_row_timing(row: RunRow) -> tuple[float, float]:
+    """The lateness of the run ``row`` describes and its end (seconds since 1970), as its
+    record (:func:`from_run_row`) has them, without making it."""
+    scheduled, wall, duration = row[4], row[5], row[6]
+    started = _microseconds(wall)
+    finished = (started + _microseconds(duration)) / 1e6
+    if scheduled is None:
+        return 0.0, finished
+    if type(scheduled) is float:
+        return (started - _microseconds(scheduled)) / 1e6, finished
+    record = from_run_row(row, 0, 0, 0)  # a fire time far from 1970, as a datetime
+    return record.lateness_s or 0.0, record.finished_at.timestamp()  # type: ignore[union-attr]
+
+
 def _microseconds(seconds: float) -> int:
     """``seconds`` since 1970 in whole microseconds, rounded as ``datetime.fromtimestamp``
     rounds them (half to even, on the exact fraction): the same instant either way."""

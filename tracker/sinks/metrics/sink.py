@@ -43,6 +43,8 @@ class MetricsSink(BaseSink):
     """
 
     name = "metrics"
+    run_rows = True
+    """Finished runs may come as run rows (``tracker._plain``): counted without a record."""
 
     def __init__(
         self,

@@ -19,10 +19,12 @@ from datetime import datetime
 from itertools import accumulate
 from typing import Any, NamedTuple
 
+from ..._plain import RUN_ROW_LENGTH, run_row_timing
 from ..._record import Execution, JobState, Status
 from .families import FAILURE_STATUSES, RUN_STATUSES, STARTED_STATUSES
 
 _STATUS_INDEX = {status: i for i, status in enumerate(RUN_STATUSES)}
+_STATUS_OF_TEXT = {status.value: status for status in Status}
 _MISSED = _STATUS_INDEX[Status.MISSED]
 _MAX_RUNNING = 100_000
 """Runs counted in progress whose end was never seen (dropped records) are forgotten past this."""
@@ -211,6 +213,8 @@ class MetricsState:
             self._execution(event)
         elif isinstance(event, JobState):
             self._job_state(event)
+        elif type(event) is tuple and len(event) == RUN_ROW_LENGTH:
+            self._run_row(event)
 
     def _series(self, name: str) -> JobSeries:
         series = self.jobs.get(name)
@@ -270,36 +274,69 @@ class MetricsState:
         self._expiring.pop(name, None)
 
     def _execution(self, record: Execution) -> None:
+        status = record.status
+        if status is not Status.RUNNING:
+            self._ended(
+                record.job_id,
+                record.job_name,
+                record.run_id,
+                status,
+                record.coalesced,
+                record.lateness_s,
+                record.duration_s,
+                _epoch(record.finished_at) or _epoch(record.started_at) or 0.0,
+            )
+            return
         name = record.job_name
         if name not in self.jobs and record.job_id in self._gone:
             # A one-shot job's last run is published after its removal: show it, then drop.
             self._series(name).scheduled = True
         series = self._series(name)
-        status = record.status
-        if status is Status.RUNNING:
-            if record.run_id in self._running:
-                return
-            if record.job_id in self._gone:
-                self._echoing[record.job_id] = self.clock()
-            self._running[record.run_id] = name
-            series.in_progress += 1
-            if record.lateness_s is not None:
-                series.lateness.observe(record.lateness_s)
-            if len(self._running) > _MAX_RUNNING:
-                self._end_running(next(iter(self._running)))
-            self._expiring.pop(name, None)
+        if record.run_id in self._running:
             return
-        counted = self._end_running(record.run_id)
+        if record.job_id in self._gone:
+            self._echoing[record.job_id] = self.clock()
+        self._running[record.run_id] = name
+        series.in_progress += 1
+        if record.lateness_s is not None:
+            series.lateness.observe(record.lateness_s)
+        if len(self._running) > _MAX_RUNNING:
+            self._end_running(next(iter(self._running)))
+        self._expiring.pop(name, None)
+
+    def _run_row(self, row: tuple[Any, ...]) -> None:
+        """A finished run as the hub sends it when every sink takes run rows: what its record
+        would count (:func:`~tracker._plain.run_row_timing`), without making it."""
+        lateness, finished = run_row_timing(row)
+        status = _STATUS_OF_TEXT[row[3]]
+        self._ended(row[1], row[2], row[0], status, 0, lateness, row[6], finished)
+
+    def _ended(
+        self,
+        job_id: str,
+        name: str,
+        run_id: str | None,
+        status: Status,
+        coalesced: int,
+        lateness: float | None,
+        duration: float | None,
+        finished: float,
+    ) -> None:
+        """A run ended in ``status`` (or fire times were ``missed``, ``skipped``)."""
+        if name not in self.jobs and job_id in self._gone:
+            # A one-shot job's last run is published after its removal: show it, then drop.
+            self._series(name).scheduled = True
+        series = self._series(name)
+        counted = run_id is not None and self._end_running(run_id)
         index = _STATUS_INDEX.get(status)
         if index is None:
             return
-        series.runs[index] += max(1, record.coalesced) if index == _MISSED else 1
+        series.runs[index] += max(1, coalesced) if index == _MISSED else 1
         if status in STARTED_STATUSES:
-            if not counted and record.lateness_s is not None:
-                series.lateness.observe(record.lateness_s)
-            if record.duration_s is not None:
-                series.duration.observe(record.duration_s)
-            finished = _epoch(record.finished_at) or _epoch(record.started_at) or 0.0
+            if not counted and lateness is not None:
+                series.lateness.observe(lateness)
+            if duration is not None:
+                series.duration.observe(duration)
             if status is Status.SUCCEEDED:
                 series.consecutive_failures = 0
                 series.last_success = max(series.last_success, finished)
