@@ -656,3 +656,46 @@ def test_with_only_the_database_every_field_of_a_run_reaches_its_row(tracker_fac
     assert done.run_id == running.run_id and done.status is Status.SUCCEEDED
     assert done.started_at == running.started_at
     assert len({ran.run_id, failed.run_id, done.run_id}) == 3
+
+
+def test_runs_with_and_without_errors_spans_and_tags_in_one_write_keep_every_field(
+    tracker,
+) -> None:
+    """One write of runs that leave different columns empty — no error, an error without a
+    traceback, a span but no tags, tags only... (the SQLite writer groups them, each group's
+    statement writing NULL where its rows have nothing) — reads back field for field, None
+    where there was nothing, and a run with nothing at all beside them."""
+    import itertools
+    from types import MappingProxyType
+
+    due = datetime(2026, 12, 6, 3, 0, 0, 500_000, tzinfo=UTC)
+    written = []
+    for n, filled in enumerate(itertools.product([False, True], repeat=6)):
+        error_type, error_message, traceback, trace_id, span_id, tags = filled
+        written.append(
+            Execution(
+                run_id=new_run_id(),
+                job_id=f"shape-{n}",
+                job_name=f"shape {n}",
+                status=Status.FAILED if error_type else Status.SUCCEEDED,
+                scheduled_at=due,
+                started_at=due + timedelta(microseconds=n),
+                finished_at=due + timedelta(seconds=1, microseconds=n),
+                duration_s=1.0,
+                lateness_s=n / 1e6,
+                error_type="ValueError" if error_type else None,
+                error_message=f"bad {n}" if error_message else None,
+                traceback=f"Traceback {n}" if traceback else None,
+                instance=tracker.instance,
+                trace_id=f"{n:032x}" if trace_id else None,
+                span_id=f"{n:016x}" if span_id else None,
+                tags=MappingProxyType({"n": str(n)} if tags else {}),
+            )
+        )
+    for record in written:
+        tracker.hub.record(record)
+    assert tracker.flush()
+    read = {row.run_id: row for row in tracker.executions(limit=1_000)}
+    assert len(read) == 64
+    for record in written:
+        assert read[record.run_id] == record
