@@ -1,5 +1,6 @@
-"""Records as plain tuples, for sinks that only pass records on (the database writer process
-pickles them to its child, which makes the records).
+"""Records as plain tuples: for the database writer process (its sink pickles them to its
+child), and run rows, for the sinks that need no record of a finished run (the database and
+metrics sinks).
 
 A **plain record** (:func:`to_plain`) has the fields of :class:`~tracker.Execution`, in the same
 order, with ``status`` and ``origin`` as their text values, ``tags`` as a ``dict`` (``None``
@@ -10,9 +11,12 @@ builtin ``timezone`` (:func:`portable_time`).
 A **run row** (:data:`RunRow`) is what the hub knows of a finished run, before any of it is
 worked out: its id if it has one, the fire time as seconds, the start as the clock read it, the
 duration. The record (times to the microsecond, lateness, the end, the id) is made from it by
-:func:`from_run_row`, in the writer process. The hub sends run rows, not records, to sinks that
-declare ``run_rows = True``, and only while every sink does: the run's thread and the hub's
-then make no ``datetime``, no id and no record (``bench/overhead.py``).
+:func:`from_run_row`, where one is needed; the database sink makes its row's parameters from the
+run row itself (giving it an id if it has none), the metrics sink counts it as its record would
+count (:func:`run_row_timing`). The hub sends run rows, not records, to sinks that declare
+``run_rows = True``, and only while every sink does — the defaults, database and metrics, do:
+the run's thread and the hub's then make no ``datetime``, no id and no record
+(``bench/overhead.py``).
 
 Both are exactly ``tuple`` (every event the hub sends is a ``tuple`` subclass):
 :func:`is_plain` tells them from the rest; their lengths tell them apart. Both hold only

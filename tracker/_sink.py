@@ -46,7 +46,7 @@ class BaseSink:
     changes: the hub then doesn't queue them for it. Set ``run_rows = True`` on a sink that
     takes finished runs as run rows (:mod:`tracker._plain`) as well as
     :class:`~tracker.Execution` records: while every sink does, the hub sends them so (the
-    database writer process's sink, which only pickles them on).
+    database and metrics sinks do; the hub then makes no record of a finished run).
     """
 
     name = "sink"
