@@ -699,3 +699,30 @@ def test_runs_with_and_without_errors_spans_and_tags_in_one_write_keep_every_fie
     assert len(read) == 64
     for record in written:
         assert read[record.run_id] == record
+
+
+def test_a_fire_time_past_year_9999_in_utc_costs_only_its_own_run(tracker) -> None:
+    """A run whose fire time falls past year 9999 once in UTC (late on 31 December 9999 in New
+    York) cannot be recorded: it is dropped alone, counted as the hub's error, and the runs
+    before and after it in the same batches are written and counted (run rows carried it to
+    every sink, where it failed each write and flush for good)."""
+    from zoneinfo import ZoneInfo
+
+    from tracker import Origin
+
+    hub = tracker.hub
+    assert hub._run_rows  # (the defaults: database and metrics)
+    far = datetime(9999, 12, 31, 22, 0, tzinfo=ZoneInfo("America/New_York"))
+    for n in range(6):
+        run = hub.begin(f"ok{n}", f"ok{n}", None, Origin.DIRECT, None, None, None)
+        hub.finish(run)
+        if n == 2:
+            run = hub.begin("far", "far", far, Origin.SCHEDULED, None, None, None)
+            hub.finish(run)
+    assert tracker.flush()
+    assert sorted(r.job_id for r in tracker.executions()) == [f"ok{n}" for n in range(6)]
+    assert tracker.stats().sink_errors == {"hub": 1}
+    assert tracker.database.pending == 0
+    metrics = tracker.metrics.render_own().decode()
+    for n in range(6):
+        assert f'jobtracker_runs_total{{job="ok{n}",status="succeeded"}} 1' in metrics

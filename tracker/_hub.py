@@ -537,7 +537,9 @@ class Hub:
             if -EXACT_SECONDS < seconds < EXACT_SECONDS:
                 scheduled = seconds
             else:  # (its tzinfo may be a class the writer process cannot unpickle)
-                scheduled = portable_time(scheduled_at)
+                # In UTC now: a time past year 9999 there (or before year 1) fails here, for
+                # this run alone (counted, as with a record), not in every sink's batch.
+                scheduled = portable_time(scheduled_at.astimezone(UTC))
         etype = emessage = etb = None
         if error is not None:
             etype, emessage, etb = self._error_details(error)

@@ -40,8 +40,8 @@ from ..._sink import BaseSink, TrackerEvent
 from . import spill
 from .engine import in_memory, normalise_url, redact
 from .frames import encode, read_frame, write_all
-from .rows import record_of, to_plain
-from .writer import Pending, _merge
+from .rows import to_plain
+from .writer import Pending, _merge, spillable
 
 logger = logging.getLogger("tracker.database")
 
@@ -610,9 +610,7 @@ class ProcessDatabaseSink(BaseSink):
         try:
             # A file of its own: the writer process may have spilled to the instance's.
             name = f"{self.instance}+service"
-            path = spill.spill(
-                self.spill_dir, self._spill_key, name, map(record_of, records.values())
-            )
+            path = spill.spill(self.spill_dir, self._spill_key, name, spillable(records.values()))
         except OSError as exc:
             logger.error(
                 "tracker could not write %d records to %s before shutdown, nor spill them: %s",

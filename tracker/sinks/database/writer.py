@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -237,7 +237,7 @@ class DatabaseSink(BaseSink):
         reason = self.last_error or "no answer from the database in time"
         try:
             path = spill.spill(
-                self.spill_dir, self._spill_key, self.instance, map(record_of, merged.values())
+                self.spill_dir, self._spill_key, self.instance, spillable(merged.values())
             )
         except OSError as exc:
             logger.error(
@@ -317,7 +317,7 @@ class DatabaseSink(BaseSink):
             if storable_first:
                 return [make(storable(record_of(e))) for e in records]
             return [make_run(e) if type(e) is tuple else make(e) for e in records]  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ArithmeticError) as exc:  # (a time out of range)
             raise _Unwritable(f"{type(exc).__name__}: {exc}") from exc
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
@@ -354,16 +354,16 @@ class DatabaseSink(BaseSink):
             except _REFUSED as exc:
                 refused.append((record, exc))
         if refused:
-            first_value, error = refused[0]
-            first = record_of(first_value)
+            first, error = refused[0]  # (a record or a run row: both begin with these two)
+            run_id, job_id = first[0], first[1]
             reason = error.orig if isinstance(error, DBAPIError) else error.__cause__ or error
             logger.error(
                 "tracker database %s refused %d record(s), dropped; the first: run %s of job %r "
                 "(%s: %s)",
                 self._url,
                 len(refused),
-                first.run_id,
-                first.job_id,
+                run_id,
+                job_id,
                 type(reason).__name__,
                 (str(reason).splitlines() or [""])[0],
             )
@@ -515,6 +515,16 @@ class DatabaseSink(BaseSink):
                 .where(instances.c.instance == self.instance)
                 .values(stopped_at=datetime.now(UTC))
             )
+
+
+def spillable(pending: Iterable[Pending]) -> Iterator[Execution]:
+    """The records of ``pending`` (:func:`~.rows.record_of`), leaving out, logged, one that
+    cannot be made: the others must still reach the spill file."""
+    for value in pending:
+        try:
+            yield record_of(value)
+        except Exception as exc:
+            logger.error("tracker could not keep a record for the spill file, dropped: %r", exc)
 
 
 def _merge(

@@ -94,12 +94,18 @@ class MetricsSink(BaseSink):
 
     def handle(self, events: Sequence[TrackerEvent]) -> None:
         state = self._state
+        failure: Exception | None = None
         for start in range(0, len(events), _CHUNK):
             with self._lock:
                 for event in events[start : start + _CHUNK]:
-                    state.apply(event)
+                    try:
+                        state.apply(event)
+                    except Exception as exc:  # one event must not keep the others out
+                        failure = failure or exc
         with self._lock:
             state.expire()
+        if failure is not None:
+            raise failure  # counted and logged by the sink's worker
 
     def tick(self) -> None:
         with self._lock:
