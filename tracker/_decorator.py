@@ -117,9 +117,9 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
                 tags = {**tags, **more_tags}
             if max_runtime is None:
                 max_runtime = options.max_runtime
-            if extras or hub._hooks:
+            if extras:
                 run = hub.begin(job_id, job_name, scheduled_at, origin, tags, max_runtime, extras)
-            else:  # what hub.begin() does then, without calls (the job's own path)
+            else:  # what hub.begin() does then, with fewer calls (the job's own path)
                 run = _new_run(Run)  # Run.__init__'s work, spelled out: a third of its cost
                 run._t0 = _perf_counter()
                 run._wall0 = _time()
@@ -133,6 +133,8 @@ def _begin(wrapper: Callable[..., object], options: JobOptions) -> Run | None:
                 if max_runtime is not None:
                     run.max_runtime = max_runtime
                 run.hub = hub
+                if hub._hooks:
+                    hub.enter_hooks(run)
                 hub._live[run] = run
         # set(), not a reset() token kept until the end: the token would outlive most runs
         # (queued with them), one more object per run for the garbage collector.
@@ -209,7 +211,7 @@ def _wrap(fn: Callable[P, R], options: JobOptions) -> Callable[P, R]:
             raise
         _set_current(run.outer)
         hub: Hub = run.hub  # type: ignore[assignment]  # (_begin set it)
-        if run._extras is None:  # no hook to exit: what hub.finish() does then, without calls
+        if run._entered is None and run._release is None:  # no hook: hub.finish(), spelled out
             duration = _perf_counter() - run._t0
             run.ended = True
             if hub._live.pop(run, None) is not None:  # (else closed meanwhile, at shutdown)

@@ -352,20 +352,22 @@ class Hub:
         if extras:
             run._extras = dict(extras)
         if hooks and self._hooks:
-            self._enter_hooks(run)
+            self.enter_hooks(run)
         self._live[run] = run  # dict operations are atomic: no lock needed to add
         if key is not None:
             self._by_key[key] = run
         return run
 
-    def _enter_hooks(self, run: Run) -> None:
+    def enter_hooks(self, run: Run) -> None:
+        """Enter every hook for ``run`` (before it is made live), keeping their tokens on it
+        (not in ``run.extras``: no dictionary for it, on the job's path)."""
         entered: list[tuple[RunHook, object]] = []
         for hook in self._hooks:
             try:
                 entered.append((hook, hook.enter(run)))
             except Exception as exc:
                 self.report_error(hook.name, exc)
-        run.extras["_hooks"] = entered
+        run._entered = entered
 
     def close_run(
         self,
@@ -384,10 +386,9 @@ class Hub:
         :meth:`finish` is the lean variant for the job's own path.
         """
         duration = _perf_counter() - run._t0
-        extras = run._extras
-        entered = extras.get("_hooks") if extras else None
+        entered = run._entered
         if entered:  # before the run stops being live: finish() may follow at once
-            run.extras["_release"] = entered
+            run._release = entered
         with self._lock:  # after this, the announcer cannot publish it as running
             if self._live.pop(run, None) is None:
                 return None
@@ -408,8 +409,7 @@ class Hub:
             if self._live.pop(run, None) is None:  # closed meanwhile (shutdown)
                 self._release_hooks(run)
                 return
-            extras = run._extras
-            if extras and "_hooks" in extras:  # hooks want the status now
+            if run._entered is not None:  # hooks want the status now
                 run.final = self._exit_hooks(run, None, error)
             if error is not None:
                 run.error = error
@@ -436,10 +436,9 @@ class Hub:
             run.tags = {**run.tags, "outcome": status_for(error, run.origin).value}
         else:
             final = Status.SUCCEEDED if error is None else status_for(error, run.origin)
-        extras = run._extras
-        entered = extras.pop("_hooks", None) if extras else None
+        entered, run._entered = run._entered, None
         if entered:
-            for hook, token in reversed(entered):  # type: ignore[call-overload]
+            for hook, token in reversed(entered):
                 try:
                     hook.exit(run, token, final, error)
                 except Exception as exc:
@@ -449,9 +448,8 @@ class Hub:
     def _release_hooks(self, run: Run) -> None:
         """On the job's own thread, after :meth:`close_run` ended its run from another one:
         let each hook undo what it did to the job's context (see :class:`RunHook`)."""
-        extras = run._extras
-        entered = extras.pop("_release", None) if extras else None
-        for hook, token in reversed(entered or ()):  # type: ignore[call-overload]
+        entered, run._release = run._release, None
+        for hook, token in reversed(entered or ()):
             release = getattr(hook, "release", None)
             if release is not None:
                 try:
@@ -517,7 +515,7 @@ class Hub:
         so the usual case is spelled out inline."""
         forced = run.forced_status
         if final is None:
-            if error is None and forced is None and not run._extras:
+            if error is None and forced is None and run._entered is None:
                 final = _SUCCEEDED
             else:
                 final = self._exit_hooks(run, None, error)

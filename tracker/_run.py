@@ -11,7 +11,7 @@ from ._ids import new_run_id
 from ._record import _EMPTY_TAGS, Execution, Origin, Status
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._hub import Hub, RunHook
 
 _new_execution = Execution._make  # positional construction: the fastest path to a record
 _perf_counter = time.perf_counter
@@ -38,6 +38,10 @@ class Run:
     _ids = False
     """Whether a hook gave it span ids (one attribute for the hub's thread to read, not three)."""
     _extras: dict[str, object] | None = None
+    _entered: list[tuple[RunHook, object]] | None = None
+    """The hooks entered for it, with their tokens, until they are exited (``Hub``)."""
+    _release: list[tuple[RunHook, object]] | None = None
+    """The hooks to release on the job's thread after the run was closed from another one."""
     tags: Mapping[str, str] = _EMPTY_TAGS
     max_runtime: float | None = None
     key: Hashable | None = None

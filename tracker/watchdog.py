@@ -127,7 +127,9 @@ class _TaskHook:
         return None
 
     def exit(self, run: Run, token: object, status: Status, error: BaseException | None) -> None:
-        run.extras.pop(_TASK, None)
+        extras = run._extras  # (not run.extras: a sync run has none, and needs none made)
+        if extras:
+            extras.pop(_TASK, None)
 
 
 class Watchdog:
