@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from ._dispatch import SinkWorker
 from ._errors import UNPRINTABLE, describe
 from ._ids import checked_instance, new_instance_id
-from ._plain import EXACT_SECONDS, RunRow, plain_value, portable_time
+from ._plain import EXACT_SECONDS, RunRow, plain_value
 from ._record import Execution, JobState, Origin, Status
 from ._run import Run, _new_execution
 from ._sink import Sink, TrackerEvent
@@ -534,10 +534,11 @@ class Hub:
                 self._note_fired(run.job_id, seconds)
             if -EXACT_SECONDS < seconds < EXACT_SECONDS:
                 scheduled = seconds
-            else:  # (its tzinfo may be a class the writer process cannot unpickle)
-                # In UTC now: a time past year 9999 there (or before year 1) fails here, for
-                # this run alone (counted, as with a record), not in every sink's batch.
-                scheduled = portable_time(scheduled_at.astimezone(UTC))
+            else:
+                # In UTC (a builtin timezone: its tzinfo may have been a class the writer
+                # process cannot unpickle). A time past year 9999 there (or before year 1) fails
+                # here, for this run alone (counted, as with a record), not in every sink's batch.
+                scheduled = scheduled_at.astimezone(UTC)
         etype = emessage = etb = None
         if error is not None:
             etype, emessage, etb = self._error_details(error)
