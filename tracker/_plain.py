@@ -147,18 +147,33 @@ def from_run_row(row: RunRow, salt: int, batch: int, index: int) -> Execution:
     )
 
 
+def run_row_instants(row: RunRow) -> tuple[int, int, int] | None:
+    """The fire time, start and end of the run ``row`` describes, in microseconds since 1970,
+    as its record (:func:`from_run_row`) has them; ``None`` when its fire time is a
+    ``datetime`` (far from 1970: make the record). :func:`_microseconds` of each, spelled out:
+    its calls were a third of the cost, on the writer's path."""
+    scheduled, wall, duration = row[4], row[5], row[6]
+    whole = int(wall)
+    started = whole * 1_000_000 + round((wall - whole) * 1e6)
+    whole = int(duration)
+    finished = started + whole * 1_000_000 + round((duration - whole) * 1e6)
+    if scheduled is None:
+        return started, started, finished
+    if type(scheduled) is not float:
+        return None
+    whole = int(scheduled)
+    return whole * 1_000_000 + round((scheduled - whole) * 1e6), started, finished
+
+
 def run_row_timing(row: RunRow) -> tuple[float, float]:
     """The lateness of the run ``row`` describes and its end (seconds since 1970), as its
     record (:func:`from_run_row`) has them, without making it."""
-    scheduled, wall, duration = row[4], row[5], row[6]
-    started = _microseconds(wall)
-    finished = (started + _microseconds(duration)) / 1e6
-    if scheduled is None:
-        return 0.0, finished
-    if type(scheduled) is float:
-        return (started - _microseconds(scheduled)) / 1e6, finished
-    record = from_run_row(row, 0, 0, 0)  # a fire time far from 1970, as a datetime
-    return record.lateness_s or 0.0, record.finished_at.timestamp()  # type: ignore[union-attr]
+    instants = run_row_instants(row)
+    if instants is None:
+        record = from_run_row(row, 0, 0, 0)
+        return record.lateness_s or 0.0, record.finished_at.timestamp()  # type: ignore[union-attr]
+    due, started, finished = instants
+    return (started - due) / 1e6, finished / 1e6
 
 
 def _microseconds(seconds: float) -> int:

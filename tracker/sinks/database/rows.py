@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from ..._plain import RunRow, from_plain, from_run_row, to_plain
+from ..._plain import RunRow, from_plain, from_run_row, run_row_instants, to_plain
 from ..._record import Execution, Origin, Status
 from ..storable import ID_LENGTH, storable_text
 
@@ -206,41 +206,26 @@ def _sqlite_text(us: int) -> str:
     return cached[1] + str(1_000_000 + us - second * 1_000_000)[1:]
 
 
-def _moments_maker(
-    make_record: Callable[[Execution], tuple[Any, ...]],
-) -> Callable[[RunRow], tuple[Any, ...]]:
-    """:func:`run_row_maker` for drivers that take ``datetime`` values (psycopg): made with
-    ``datetime.fromtimestamp``, which rounds as :func:`~tracker._plain.from_run_row` does, and
-    ``timedelta`` (four C calls where the microseconds spelled out cost a third more)."""
+def _sqlite_times(row: RunRow) -> tuple[str, str, str, float] | None:
+    """A run row's fire time, start and end as SQLite's text, and its lateness (``None``: a fire
+    time far from 1970)."""
+    instants = run_row_instants(row)
+    if instants is None:
+        return None
+    due, started, finished = instants
+    return _sqlite_text(due), _sqlite_text(started), _sqlite_text(finished), (started - due) / 1e6
 
-    def make(row: RunRow) -> tuple[Any, ...]:
-        scheduled, wall, duration, tags = row[4], row[5], row[6], row[14]
-        if scheduled is not None and type(scheduled) is not float:  # far from 1970: a datetime
-            return make_record(from_run_row(row, 0, 0, 0))
-        started = _fromtimestamp(wall, UTC)
-        due = started if scheduled is None else _fromtimestamp(scheduled, UTC)
-        return (
-            row[0],
-            stored_job_id(row[1]),
-            stored_job_id(row[2]),
-            row[3],
-            due,
-            started,
-            started + _timedelta(seconds=duration),
-            duration,
-            (started - due).total_seconds(),
-            row[7],
-            row[8],
-            row[9],
-            row[10],
-            row[11],
-            0,
-            row[12],
-            row[13],
-            json.dumps(tags) if tags else None,
-        )
 
-    return make
+def _datetime_times(row: RunRow) -> tuple[datetime, datetime, datetime, float] | None:
+    """A run row's fire time, start and end as UTC ``datetime`` values (psycopg's), and its
+    lateness (``None``: a fire time far from 1970). ``datetime.fromtimestamp`` rounds as
+    :func:`~tracker._plain.from_run_row` does: four C calls, a third cheaper than microseconds."""
+    scheduled = row[4]
+    if scheduled is not None and type(scheduled) is not float:
+        return None
+    started = _fromtimestamp(row[5], UTC)
+    due = started if scheduled is None else _fromtimestamp(scheduled, UTC)
+    return due, started, started + _timedelta(seconds=row[6]), (started - due).total_seconds()
 
 
 _fromtimestamp = datetime.fromtimestamp
@@ -257,61 +242,36 @@ def record_of(value: Execution | RunRow) -> Execution:
 def run_row_maker(dialect: str) -> Callable[[RunRow], tuple[Any, ...]]:
     """A function turning a run row that has its id (:data:`~tracker._plain.RunRow`) into the
     same parameter tuple :func:`tuple_maker` makes of its record
-    (:func:`~tracker._plain.from_run_row`), without making the record: no ``datetime`` for
-    SQLite, no ``Execution``, no ``Status`` (``bench/overhead.py``: the record and its tuple
+    (:func:`~tracker._plain.from_run_row`), without making the record: no ``Execution``, no
+    ``Status``, and for SQLite no ``datetime`` (``bench/overhead.py``: the record and its tuple
     were a third of what the in-process writer cost the service per run)."""
     make_record = tuple_maker(dialect)
-    if dialect != "sqlite":
-        return _moments_maker(make_record)
+    times_of = _sqlite_times if dialect == "sqlite" else _datetime_times
 
     def make(row: RunRow) -> tuple[Any, ...]:
-        (
-            run_id,
-            job_id,
-            job_name,
-            status,
-            scheduled,
-            wall,
-            duration,
-            error_type,
-            error_message,
-            traceback,
-            instance,
-            origin,
-            trace_id,
-            span_id,
-            tags,
-        ) = row
-        if scheduled is not None and type(scheduled) is not float:  # far from 1970: a datetime
+        times = times_of(row)
+        if times is None:  # a fire time far from 1970, kept as a datetime
             return make_record(from_run_row(row, 0, 0, 0))
-        # tracker._plain's _microseconds() of each, spelled out (a third of the cost was calls).
-        whole = int(wall)
-        started = whole * 1_000_000 + round((wall - whole) * 1e6)
-        whole = int(duration)
-        finished = started + whole * 1_000_000 + round((duration - whole) * 1e6)
-        if scheduled is None:
-            due = started
-        else:
-            whole = int(scheduled)
-            due = whole * 1_000_000 + round((scheduled - whole) * 1e6)
+        due, started, finished, lateness = times
+        tags = row[14]
         return (
-            run_id,
-            stored_job_id(job_id),
-            stored_job_id(job_name),
-            status,
-            _sqlite_text(due),
-            _sqlite_text(started),
-            _sqlite_text(finished),
-            duration,
-            (started - due) / 1e6,
-            error_type,
-            error_message,
-            traceback,
-            instance,
-            origin,
+            row[0],
+            stored_job_id(row[1]),
+            stored_job_id(row[2]),
+            row[3],
+            due,
+            started,
+            finished,
+            row[6],
+            lateness,
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            row[11],
             0,
-            trace_id,
-            span_id,
+            row[12],
+            row[13],
             json.dumps(tags) if tags else None,
         )
 
