@@ -288,10 +288,7 @@ class MetricsState:
             )
             return
         name = record.job_name
-        if name not in self.jobs and record.job_id in self._gone:
-            # A one-shot job's last run is published after its removal: show it, then drop.
-            self._series(name).scheduled = True
-        series = self._series(name)
+        series = self._run_series(record.job_id, name)
         if record.run_id in self._running:
             return
         if record.job_id in self._gone:
@@ -311,6 +308,13 @@ class MetricsState:
         status = _STATUS_OF_TEXT[row[3]]
         self._ended(row[1], row[2], row[0], status, 0, lateness, row[6], finished)
 
+    def _run_series(self, job_id: str, name: str) -> JobSeries:
+        """The series a run of ``job_id`` (named ``name``) counts in."""
+        if name not in self.jobs and job_id in self._gone:
+            # A one-shot job's last run is published after its removal: show it, then drop.
+            self._series(name).scheduled = True
+        return self._series(name)
+
     def _ended(
         self,
         job_id: str,
@@ -323,10 +327,7 @@ class MetricsState:
         finished: float,
     ) -> None:
         """A run ended in ``status`` (or fire times were ``missed``, ``skipped``)."""
-        if name not in self.jobs and job_id in self._gone:
-            # A one-shot job's last run is published after its removal: show it, then drop.
-            self._series(name).scheduled = True
-        series = self._series(name)
+        series = self._run_series(job_id, name)
         counted = run_id is not None and self._end_running(run_id)
         index = _STATUS_INDEX.get(status)
         if index is None:
