@@ -18,81 +18,11 @@ machine, steadiest with ``--pin 1``.
 
 from __future__ import annotations
 
-import functools
 import statistics
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.executors.base import run_job
-from overhead import _cpu, arguments, dispatch, plain_job, tracked, with_tracker
-
-from tracker import Execution, Origin, Status
-from tracker._ids import new_run_id
-
-_RUN_JOB = run_job.__code__
-_current: ContextVar[list[Any] | None] = ContextVar("floor_current_run", default=None)
-_ended: deque[list[Any]] = deque()
-
-
-def least(fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn`` tracked with the least work: find the job and fire time, time the run, queue it."""
-
-    @functools.wraps(fn)
-    def wrapper() -> None:
-        frame = sys._getframe(1)
-        while frame.f_code is not _RUN_JOB:
-            back = frame.f_back
-            if back is None:
-                return fn()
-            frame = back
-        local = frame.f_locals
-        run = [local["job"].id, local["run_time"], time.time(), time.perf_counter(), 0.0]
-        token = _current.set(run)
-        try:
-            return fn()
-        finally:
-            run[4] = time.perf_counter() - run[3]
-            _current.reset(token)
-            _ended.append(run)
-
-    return wrapper
-
-
-def _records(stop: threading.Event) -> None:
-    """The hub's side of the floor: each ended run becomes a record (then is dropped)."""
-    while not stop.wait(0.05):
-        while _ended:
-            job_id, fire_time, wall, _, duration = _ended.popleft()
-            started = datetime.fromtimestamp(wall, UTC)
-            scheduled = fire_time.astimezone(UTC)
-            Execution._make(
-                (
-                    new_run_id(int(wall * 1000)),
-                    job_id,
-                    job_id,
-                    Status.SUCCEEDED,
-                    scheduled,
-                    started,
-                    started,
-                    duration,
-                    (started - scheduled).total_seconds(),
-                    None,
-                    None,
-                    None,
-                    "floor",
-                    Origin.SCHEDULED,
-                    0,
-                    None,
-                    None,
-                    {},
-                )
-            )
+from overhead import _cpu, arguments, dispatch, least, plain_job, tracked, with_floor, with_tracker
 
 
 def _tick() -> None:
@@ -101,7 +31,7 @@ def _tick() -> None:
 
 VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
     "untracked APScheduler": (plain_job, None),
-    "floor: least in-run tracking": (least(_tick), None),
+    "floor: least in-run tracking": (least(_tick), with_floor),
     "tracker: database + hub": (tracked, with_tracker(metrics=False)),
     "tracker: database + hub, writer process": (tracked, with_tracker("process", metrics=False)),
 }
@@ -109,8 +39,6 @@ VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
 
 def main() -> None:
     args = arguments(__doc__)
-    stop = threading.Event()
-    threading.Thread(target=_records, args=(stop,), name="floor-records", daemon=True).start()
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     dispatch(500, plain_job, None)  # warm-up
@@ -118,7 +46,6 @@ def main() -> None:
         for name, (func, setup) in VARIANTS.items():
             times[name].append(dispatch(args.jobs, func, setup))
             cpu[name].append(_cpu.pop())
-    stop.set()
     untracked = times["untracked APScheduler"]
     base = args.jobs / statistics.median(untracked)
     print(f"{args.jobs} one-shot jobs x {args.rounds} rounds (median; range of the rounds' ratios)")

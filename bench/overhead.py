@@ -11,39 +11,48 @@ the next round's clock (the collections the runs themselves cause are measured).
 
     python bench/overhead.py [--jobs 5000] [--rounds 5] [--pin CPU]
 
-Bars: database + hub (``metrics=False``) >= 80 % of untracked throughput (issue 2);
-every signal on (database, metrics, spans, JSON logs to a file) >= 40 % (issue 4).
-The defaults (database + metrics) are shown too, and both bars' variants again with the
-writer process (``database_writer="process"``). Then the CPU this process spent per run
-(``time.process_time``, all its threads; not the writer process's), a steadier figure than
-throughput where other work shares the machine, and the same split by thread (APScheduler's,
-its pool's, the hub's, each sink's). Keep ``--jobs`` at 5000 when comparing: with
-more jobs, APScheduler's own ``MemoryJobStore`` slows (its removals are O(n)) and every
-ratio looks better. Last, the garbage collections that ran while the jobs did: a full
-(generation 2) collection costs tens of milliseconds in this process. ``--pin 1`` runs
-everything (a writer process too) on one core: throughput then says little (the GIL is handed
-over within one core, the writer process competes with the service), but the CPU per run
-varies far less from run to run than on two cores.
+Bars: database + hub (``metrics=False``) >= 80 % of untracked throughput (issue 2); every signal
+on (database, metrics, spans, JSON logs to a file) >= 40 % (issue 4). The defaults (database +
+metrics) are shown too, and both bars' variants again with the writer process
+(``database_writer="process"``). Beside them, the floor (``bench/floor.py``): the least an
+in-run tracker can do, with no database — the job and fire time found from ``run_job``'s frame,
+the run timed and queued, a record made of it on another thread — so that each run shows how
+much of the throughput any tracking of this kind keeps here. Then the CPU this process spent per
+run (``time.process_time``, all its threads; not the writer process's), a steadier figure than
+throughput where other work shares the machine, and the same split by thread (APScheduler's, its
+pool's, the hub's, each sink's). Keep ``--jobs`` at 5000 when comparing: with more jobs,
+APScheduler's own ``MemoryJobStore`` slows (its removals are O(n)) and every ratio looks better.
+Last, the garbage collections that ran while the jobs did: a full (generation 2) collection
+costs tens of milliseconds in this process. ``--pin 1`` runs everything (a writer process too)
+on one core: throughput then says little (the GIL is handed over within one core, the writer
+process competes with the service), but the CPU per run varies far less from run to run than on
+two cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import re
 import statistics
+import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from tracker import Tracker, TrackerSettings, tracked_job
+from tracker import Execution, Origin, Status, Tracker, TrackerSettings, tracked_job
+from tracker._ids import new_run_id
 
 _done = threading.Event()
 _count = 0
@@ -204,8 +213,95 @@ def with_every_signal(writer: str = "thread") -> Callable[[Any], Callable[[], No
     return setup
 
 
+# -- the floor: the least an in-run tracker can do -------------------------------------
+
+_RUN_JOB = run_job.__code__
+_floor_current: ContextVar[list[Any] | None] = ContextVar("floor_current_run", default=None)
+_floor_ended: deque[list[Any]] = deque()
+
+
+def least(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` tracked with the least work: find the job and fire time, time the run, queue it."""
+
+    @functools.wraps(fn)
+    def wrapper() -> None:
+        frame = sys._getframe(1)
+        while frame.f_code is not _RUN_JOB:
+            back = frame.f_back
+            if back is None:
+                return fn()
+            frame = back
+        local = frame.f_locals
+        run = [local["job"].id, local["run_time"], time.time(), time.perf_counter(), 0.0]
+        token = _floor_current.set(run)
+        try:
+            return fn()
+        finally:
+            run[4] = time.perf_counter() - run[3]
+            _floor_current.reset(token)
+            _floor_ended.append(run)
+
+    return wrapper
+
+
+def _floor_records() -> int:
+    """The hub's side of the floor: each ended run becomes a record (then is dropped)."""
+    made = 0
+    while _floor_ended:
+        job_id, fire_time, wall, _, duration = _floor_ended.popleft()
+        started = datetime.fromtimestamp(wall, UTC)
+        scheduled = fire_time.astimezone(UTC)
+        Execution._make(
+            (
+                new_run_id(int(wall * 1000)),
+                job_id,
+                job_id,
+                Status.SUCCEEDED,
+                scheduled,
+                started,
+                started,
+                duration,
+                (started - scheduled).total_seconds(),
+                None,
+                None,
+                None,
+                "floor",
+                Origin.SCHEDULED,
+                0,
+                None,
+                None,
+                {},
+            )
+        )
+        made += 1
+    return made
+
+
+def with_floor(scheduler: Any) -> Callable[[], None]:
+    """The floor's other thread (a record made of each ended run, every 50 ms), for one round."""
+    stop = threading.Event()
+    made = [0]
+
+    def loop() -> None:
+        while not stop.wait(0.05):
+            made[0] += _floor_records()
+
+    thread = threading.Thread(target=loop, name="floor-records", daemon=True)
+    thread.start()
+
+    def teardown() -> None:
+        stop.set()
+        thread.join()
+        made[0] += _floor_records()
+        if made[0] < _target:
+            raise RuntimeError(f"the floor made {made[0]} of {_target} records")
+
+    return teardown
+
+
 VARIANTS: dict[str, tuple[Callable[[], None], Callable[[Any], Any] | None]] = {
     "untracked APScheduler": (plain_job, None),
+    "floor: least in-run tracking, no db": (least(plain_job), with_floor),
     "tracked: database + hub": (tracked, with_tracker(metrics=False)),
     "tracked: database + metrics (defaults)": (tracked, with_tracker()),
     "every signal (db, metrics, spans, logs)": (tracked, with_every_signal()),
