@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -9,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from tracker import Execution, Status
+from tracker import Execution, Status, Tracker, TrackerSettings
 from tracker._ids import new_run_id
 from tracker.sinks.database import create_tracker_engine, metadata, upgrade
 from tracker.sinks.database.migrate import current_revisions, head_revisions
@@ -511,6 +512,30 @@ def test_a_damaged_spill_file_loses_only_its_damaged_lines(tmp_path, caplog) -> 
     assert "could not read 2 of the 6 lines" in caplog.text
     again, _ = spill.load(tmp_path, "sqlite:////x.db")
     assert len(again) == 4  # the .corrupt file is not loaded again
+
+
+def test_spill_lines_of_the_wrong_shape_are_set_aside_and_the_rest_written(
+    sqlite_url, tmp_path
+) -> None:
+    """Lines that are JSON but not a record (a run id that is a list, an object nested past
+    what the parser takes): set aside with the damaged lines, and the tracker starts and writes
+    the others (they stopped every start: the file stayed, and failed the next one too)."""
+    from tracker.sinks.database import spill
+
+    Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path / "none")).close()
+    due = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    records = [_record(f"job-{n}", due + timedelta(seconds=n)) for n in range(3)]
+    path = spill.spill(tmp_path, sqlite_url, "host:1/abc", records)
+    good = path.read_text().splitlines()
+    listed = json.loads(good[0])
+    listed["run_id"] = [listed["run_id"]]
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text("".join(f"{line}\n" for line in [*good, json.dumps(listed), deep]))
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+        assert again.flush(timeout=10)
+        assert sorted(r.job_id for r in again.executions()) == ["job-0", "job-1", "job-2"]
+    assert [p.name for p in tmp_path.glob("*.corrupt")] == [f"{path.name}.corrupt"]
+    assert not list(tmp_path.glob("*.jsonl"))
 
 
 @pytest.mark.parametrize("limit", [0, 2**63, 10**20])

@@ -162,6 +162,76 @@ def test_a_fixed_instance_ids_runs_left_running_are_interrupted_when_it_starts_a
     assert f"process {killed.pid}" in (row.error_message or "")
 
 
+def test_a_takeover_that_fails_half_way_still_closes_the_earlier_runs(sqlite_url, tmp_path) -> None:
+    """The tracker of a fixed instance id, started again after its process was killed, takes the
+    id over, and then closing the killed process's ``running`` rows fails (the database went
+    away for a moment): it is done once the database answers again. (It was dropped: the row
+    stayed ``running`` for good.)"""
+    marker = tmp_path / "hang"
+    killed = proc("hang", sqlite_url, str(marker), "svc-b", wait=False)
+    try:
+        support.wait_for(marker.exists, timeout=30)
+        support.wait_for(lambda: _running_rows(sqlite_url).get("svc-b") == "running", timeout=15)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        killed.wait(10)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        # While a row is in `refuse_updates`, changing a run's status fails: the takeover's
+        # first step (the instance row) is written, the closing of the runs is not.
+        conn.execute("CREATE TABLE refuse_updates (x)")
+        conn.execute("INSERT INTO refuse_updates VALUES (1)")
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON job_executions "
+            "WHEN EXISTS (SELECT 1 FROM refuse_updates) BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    settings = TrackerSettings(flush_interval=0.02, spill_dir=tmp_path / "spill")
+    with Tracker(sqlite_url, instance="svc-b", settings=settings) as tracker:
+        assert not tracker.flush(0.3)
+        assert _running_rows(sqlite_url) == {"svc-b": "running"}
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            conn.execute("DELETE FROM refuse_updates")
+        assert tracker.flush(10)
+        (row,) = tracker.executions(job_id="hanging")
+    assert row.status is Status.INTERRUPTED
+    assert f"process {killed.pid}" in (row.error_message or "")
+
+
+def test_a_fixed_instance_stopped_again_while_the_database_is_down_keeps_every_spill(
+    sqlite_url, tmp_path, writer
+) -> None:
+    """A service under a fixed instance id stops while its database is down, starts and stops
+    again while it is still down: each stop's records are kept, and all are written once it is
+    back (the second spill replaced the first's file: its records were lost, silently)."""
+    settings = TrackerSettings(
+        flush_interval=0.02, spill_dir=tmp_path, database_writer=writer.setting
+    )
+    Tracker(sqlite_url, settings=settings, instance="svc").close()  # the tables
+    path = sqlite_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    ran = 0
+    try:
+        for stop in range(2):
+            tracker = Tracker(sqlite_url, settings=settings, instance="svc", metrics=writer.metrics)
+            for _ in range(stop + 2):
+                support.ok_job()
+                ran += 1
+            tracker.close(timeout=1)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    with Tracker(sqlite_url, settings=settings, instance="svc") as again:
+        assert again.flush(timeout=10)
+        rows = again.executions(job_id="ok_job")
+    assert len(rows) == ran
+    assert {row.status for row in rows} == {Status.SUCCEEDED}
+    assert not list(tmp_path.glob("*.jsonl")), "every spill file is gone once written"
+
+
 def test_a_live_instance_whose_heartbeat_stopped_keeps_its_runs(database_url) -> None:
     """An instance whose heartbeat stopped (the database was out of reach for longer than
     ``stale_after``) but whose process still runs on this host keeps its runs: another tracker
@@ -183,7 +253,8 @@ def test_a_live_instance_whose_heartbeat_stopped_keeps_its_runs(database_url) ->
                     .where(instances.c.instance == tracker.instance)
                     .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=10))
                 )
-            with Tracker(database_url, settings=TrackerSettings(stale_after=1)) as other:
+            settings = TrackerSettings(stale_after=1, heartbeat_interval=0.5)
+            with Tracker(database_url, settings=settings) as other:
                 assert other.flush(10)
                 assert [r.status for r in other.executions(job_id="wait_job")] == [
                     Status.RUNNING

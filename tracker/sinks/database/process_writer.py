@@ -211,6 +211,7 @@ class ProcessDatabaseSink(BaseSink):
         self.spill_dir = spill_dir if spill_dir is not None else spill.default_spill_dir()
         self._url = redact(url)
         self._spill_key = redact(url)
+        self._spill_tag = spill.spill_tag()
         self._config: dict[str, Any] = {
             "url": url,
             "instance": instance,
@@ -592,7 +593,7 @@ class ProcessDatabaseSink(BaseSink):
     def _spill_here(self) -> None:
         """The writer process could not take them: spill what is not durable from here.
 
-        Each call writes the whole list again (the spill file is one per instance, replaced
+        Each call writes the whole list again (to this sink's own spill file, replaced
         atomically), so a batch that comes after the first spill is added, not lost."""
         salt = self._config["salt"]
         # One record per run, its final state over its `running` one (as the writer process
@@ -608,9 +609,10 @@ class ProcessDatabaseSink(BaseSink):
             ),
         )
         try:
-            # A file of its own: the writer process may have spilled to the instance's.
             name = f"{self.instance}+service"
-            path = spill.spill(self.spill_dir, self._spill_key, name, spillable(records.values()))
+            path = spill.spill(
+                self.spill_dir, self._spill_key, name, spillable(records.values()), self._spill_tag
+            )
         except OSError as exc:
             logger.error(
                 "tracker could not write %d records to %s before shutdown, nor spill them: %s",

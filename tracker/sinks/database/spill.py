@@ -1,9 +1,11 @@
 """Records that could not be written before shutdown, kept in a local file until the next start.
 
 When the database is still down at a clean shutdown, the pending records are written
-to ``<spill_dir>/<database>-<instance>.jsonl`` (one record a line); the next tracker
+to ``<spill_dir>/<database>-<writer>-<instance>.jsonl`` (one record a line); the next tracker
 on the same database (any instance, on this machine) loads them and writes them
-before deleting the file.
+before deleting the file. Each writer has a file of its own (``<writer>``: its process and a
+random tag, :func:`spill_tag`): a service under a fixed instance id that starts and stops again
+while the database is still down must not replace the file its last run left.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -47,10 +50,20 @@ def _file_part(instance: str) -> str:
     return safe
 
 
-def spill(directory: Path, url: str, instance: str, records: Iterable[Execution]) -> Path:
-    """Write ``records`` to a spill file for ``url``; returns its path."""
+def spill_tag() -> str:
+    """What sets one writer's spill file apart from every other's: its process id and 32
+    random bits. A writer keeps its tag, so that each spill it makes replaces its own file."""
+    return f"{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def spill(
+    directory: Path, url: str, instance: str, records: Iterable[Execution], tag: str = ""
+) -> Path:
+    """Write ``records`` to the spill file for ``url`` of the writer ``tag``
+    (:func:`spill_tag`), replacing that file whole; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{_prefix(url)}-{_file_part(instance)}.jsonl"
+    name = f"{tag}-{_file_part(instance)}" if tag else _file_part(instance)
+    path = directory / f"{_prefix(url)}-{name}.jsonl"
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for record in records:
@@ -82,7 +95,7 @@ def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
         for line in lines:
             try:
                 found.append(_record(line))
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except Exception:  # (a line nested too deep for json raises RecursionError)
                 continue
             good.append(line)
         if len(good) < len(lines) and not _set_aside(path, good, len(lines)):
@@ -92,11 +105,17 @@ def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
     return records, loaded
 
 
+_TEXTS = ("run_id", "job_id", "job_name", "instance")
+
+
 def _record(line: str) -> Execution:
     row: dict[str, Any] = json.loads(line)
     for key in _TIMES:
         if row[key] is not None:
             row[key] = datetime.fromisoformat(row[key])
+    for key in _TEXTS:  # (a run id that is a list would stop every merge of the records)
+        if type(row[key]) is not str:
+            raise TypeError(f"{key} is not text: {row[key]!r}")
     return from_row(row)
 
 

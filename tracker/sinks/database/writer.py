@@ -103,6 +103,7 @@ class DatabaseSink(BaseSink):
         """The batch being written (taken from ``_pending``): spilled if close() can't wait."""
         self._spilled: dict[str, Pending] = {}
         """What close() spilled, the spill file's content: records handed over later join it."""
+        self._spill_tag = spill.spill_tag()
         self._lock = threading.Lock()
         """Guards ``_pending``, ``_inflight``, ``_spilled`` and the closing state."""
         self._io = threading.Lock()
@@ -110,6 +111,9 @@ class DatabaseSink(BaseSink):
         self._closing = False  # close() started: the sink's thread writes nothing more
         self._closed = False  # close() gave up or finished: what is left is spilled
         self._ready = False
+        self._earlier: tuple[int, datetime] | None = None
+        """An earlier process under this instance id (a fixed one), gone: its pid and when it
+        was last seen, until its runs left ``running`` are closed as interrupted."""
         self._failures = 0
         self._retry_at = 0.0
         self._next_heartbeat = 0.0
@@ -237,7 +241,11 @@ class DatabaseSink(BaseSink):
         reason = self.last_error or "no answer from the database in time"
         try:
             path = spill.spill(
-                self.spill_dir, self._spill_key, self.instance, spillable(merged.values())
+                self.spill_dir,
+                self._spill_key,
+                self.instance,
+                spillable(merged.values()),
+                self._spill_tag,
             )
         except OSError as exc:
             logger.error(
@@ -401,7 +409,6 @@ class DatabaseSink(BaseSink):
             migrate.upgrade(self.engine)
         now = datetime.now(UTC)
         host = host_key()
-        earlier: Any = None  # an earlier process under this instance id (a fixed one), gone
         with self.engine.begin() as conn:
             known = conn.execute(
                 select(
@@ -441,7 +448,7 @@ class DatabaseSink(BaseSink):
                         known.hostname,
                     )
                 else:
-                    earlier = known
+                    self._earlier = (known.pid, _utc(known.heartbeat_at))
                 conn.execute(
                     update(instances)
                     .where(instances.c.instance == self.instance)
@@ -453,22 +460,23 @@ class DatabaseSink(BaseSink):
                         stopped_at=None,
                     )
                 )
-        self._ready = True
-        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
-        # Spilled records first: a run that finished while the database was down would else
-        # have its `running` row closed as interrupted, which its finished state can't replace.
-        if self._recover_spilled():
-            self._write()
-        if earlier is not None:  # its runs left running: nothing of this process is written yet
+        if self._earlier is not None:
+            # Before anything of this process is written (nothing is while the sink is not
+            # ready: a failure here is retried with the rest, the earlier process kept in
+            # mind; the instance row says this process now). A run of it that ended while the
+            # database was down, spilled, is written next: its finished state replaces the
+            # inferred interruption (PROCESS_DIED).
+            pid, last_seen = self._earlier
             with self.engine.begin() as conn:
                 closed = close_interrupted(
                     conn,
                     self.instance,
-                    _utc(earlier.heartbeat_at),
+                    last_seen,
                     f"The process running this job (instance {self.instance}, process "
-                    f"{earlier.pid}) stopped while it was in progress; it was last seen at "
-                    f"{_utc(earlier.heartbeat_at).isoformat()}.",
+                    f"{pid}) stopped while it was in progress; it was last seen at "
+                    f"{last_seen.isoformat()}.",
                 )
+            self._earlier = None
             if closed:
                 logger.warning(
                     "tracker closed %d runs left running by the previous process of instance "
@@ -476,6 +484,10 @@ class DatabaseSink(BaseSink):
                     closed,
                     self.instance,
                 )
+        self._ready = True
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        if self._recover_spilled():
+            self._write()
         interrupt_dead_instances(self.engine, stale_after=self.stale_after, exclude=self.instance)
 
     def _recover_spilled(self) -> bool:
@@ -769,7 +781,7 @@ def _boot_time() -> float | None:
     return None
 
 
-def _process_started(pid: int) -> float | None:
+def process_started(pid: int) -> float | None:
     """When process ``pid`` of this host started (Unix time), where ``/proc`` tells."""
     boot = _boot_time()
     if boot is None:
@@ -803,7 +815,7 @@ def instance_dead(
     if host == host_key():
         if not _pid_alive(pid):
             return True
-        started = _process_started(pid)
+        started = process_started(pid)
         if started is not None:
             return started > _utc(started_at).timestamp() + _CLOCK_SLACK_S
     return _utc(heartbeat_at) < datetime.now(UTC) - timedelta(seconds=stale_after)
