@@ -259,6 +259,12 @@ def test_an_instance_id_a_database_cannot_store_is_a_clear_error(tmp_path) -> No
             "inf",
             "heartbeat_interval (TRACKER_HEARTBEAT_INTERVAL): Input should be a finite number",
         ),
+        (  # a heartbeat rarer than stale_after: live instances would be taken for dead
+            "TRACKER_HEARTBEAT_INTERVAL",
+            "40",
+            "heartbeat_interval (40 s, TRACKER_HEARTBEAT_INTERVAL) must be at most half of "
+            "stale_after (60 s, TRACKER_STALE_AFTER)",
+        ),
         (
             "TRACKER_WATCHDOG_DEFAULT_MAX_RUNTIME",
             "inf",

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._exceptions import ConfigurationError
@@ -55,9 +55,12 @@ def _explain(cls: type[BaseSettings], exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        where = f"{field} ({prefix}{field.upper()})" if field else cls.__name__
+        if not field:  # a rule between settings: its message names them
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        where = f"{field} ({prefix}{field.upper()})"
         value = error.get("input")
-        shown = _shown(field, value, len(repr(value))) if field else ""
+        shown = _shown(field, value, len(repr(value)))
         problems.append(f"{where}: {error['msg']}{shown}")
     return f"invalid {cls.__name__}: " + "; ".join(problems)
 
@@ -107,3 +110,17 @@ class TrackerSettings(Settings):
         description="When a scheduler starts, record the fire times that fell due while no "
         "tracked scheduler ran (the service down) as one `missed` row per job.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_stale_after(self) -> TrackerSettings:
+        # Other hosts take an instance for dead once its heartbeat is older than stale_after:
+        # a heartbeat written less often would have them close a live instance's runs.
+        if self.heartbeat_interval * 2 > self.stale_after:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval:g} s, "
+                f"TRACKER_HEARTBEAT_INTERVAL) must be at most half of stale_after "
+                f"({self.stale_after:g} s, TRACKER_STALE_AFTER): other trackers take an "
+                "instance whose heartbeat is older than stale_after for dead and close its "
+                "runs as interrupted"
+            )
+        return self
