@@ -414,12 +414,184 @@ def test_the_downtime_walk_costs_what_the_outage_lasted() -> None:
         CountedInterval(minutes=1, timezone=UTC),
     ):
         asked.clear()
-        count, first, _ = missed_while_down(
+        count, first, _, _ = missed_while_down(
             trigger, now - timedelta(days=2), now - timedelta(minutes=5), now
         )
         assert 4 <= count <= 5
         assert first is not None and first > now - timedelta(minutes=5)
         assert len(asked) <= count + 2
+
+
+def test_the_downtime_walk_goes_on_past_the_hour_a_clock_goes_back() -> None:
+    """An hourly job in a scheduler in Paris, down over the night the clocks go back: every
+    fire time of the outage is counted (the walk compared wall-clock times, and stopped at the
+    repeated 02:00)."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from tracker.integrations.apscheduler.downtime import missed_while_down
+
+    hourly = IntervalTrigger(hours=1, timezone="Europe/Paris")
+    last_run = datetime(2025, 10, 25, 22, 0, tzinfo=UTC)  # 00:00 CEST
+    found = missed_while_down(
+        hourly, last_run, last_run + timedelta(minutes=5), datetime(2025, 10, 26, 5, 30, tzinfo=UTC)
+    )
+    assert found.how_many == 7  # 23:00 to 05:00 UTC
+    assert found.first == last_run + timedelta(hours=1)
+    assert found.last == datetime(2025, 10, 26, 5, 0, tzinfo=UTC)
+    assert found.complete
+
+
+def test_a_downtime_too_long_to_count_says_the_count_is_a_floor(tracker_factory) -> None:
+    """A job every second, down for a year: the walk stops after 100,000 fire times, and the
+    ``missed`` row says "at least" and up to when the outage lasted (it named its last counted
+    fire time as the end, as if that were all)."""
+    from apscheduler.triggers.interval import IntervalTrigger
+    from sqlalchemy import update
+
+    from tracker.integrations.apscheduler.downtime import record_downtime
+    from tracker.sinks.database.schema import instances
+
+    started = datetime.now(UTC)
+    last = started - timedelta(days=365)
+    old = tracker_factory()
+    old.hub.record(
+        Execution(
+            run_id=new_run_id(),
+            job_id="every_second",
+            job_name="every_second",
+            status=Status.SUCCEEDED,
+            scheduled_at=last,
+            started_at=last,
+            finished_at=last,
+            instance=old.instance,
+        )
+    )
+    old.close()
+    new = tracker_factory()
+    with new.engine.begin() as conn:  # the old service stopped a year ago, just after its run
+        conn.execute(
+            update(instances)
+            .where(instances.c.instance == old.instance)
+            .values(stopped_at=last + timedelta(seconds=0.5))
+        )
+    trigger = IntervalTrigger(seconds=1, start_date=last, timezone=UTC)
+    job = ("every_second", "every_second", trigger, started + timedelta(seconds=1), {})
+    assert record_downtime(new.hub, new.engine, [job], started) == 1
+    assert new.flush(10)
+    (missed,) = new.executions(job_id="every_second", status="missed")
+    assert missed.coalesced == 100_000
+    assert (missed.error_message or "").startswith("At least 100000 fire time(s)")
+    assert f"until the scheduler started at {started.isoformat()}" in (missed.error_message or "")
+
+
+def test_a_run_started_by_hand_is_not_where_the_downtime_walk_starts(tracker_factory) -> None:
+    """The last run before the outage was a manual one (``run_now()``, the API), asked for
+    between two fire times: the fire times that passed are still the schedule's, counted from
+    its last scheduled run (the walk started from the manual run's time, off the schedule)."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from tracker.integrations.apscheduler.downtime import record_downtime
+
+    def row(tracker: Any, at: datetime, origin: Origin) -> Execution:
+        return Execution(
+            run_id=new_run_id(),
+            job_id="sync",
+            job_name="sync",
+            status=Status.SUCCEEDED,
+            scheduled_at=at,
+            started_at=at,
+            finished_at=at,
+            instance=tracker.instance,
+            origin=origin,
+        )
+
+    first = datetime.now(UTC) - timedelta(seconds=1)
+    old = tracker_factory()
+    old.hub.record(row(old, first, Origin.SCHEDULED))
+    old.hub.record(row(old, first + timedelta(seconds=0.55), Origin.MANUAL))
+    old.close()  # stopped: the outage starts
+    time.sleep(0.5)  # about five fire times pass
+    new = tracker_factory()
+    started = datetime.now(UTC)
+    trigger = IntervalTrigger(seconds=0.1, start_date=first, timezone=UTC)
+    job = ("sync", "sync", trigger, started + timedelta(seconds=0.15), {})
+    assert record_downtime(new.hub, new.engine, [job], started) == 1
+    assert new.flush(10)
+    (missed,) = new.executions(job_id="sync", status="missed")
+    steps = (missed.scheduled_at - first) / timedelta(seconds=0.1)
+    assert steps == round(steps), f"{missed.scheduled_at} is not a fire time of the schedule"
+    assert 3 <= missed.coalesced <= 7
+
+
+def _stopped_service_with_a_run(tracker_factory, job_id: str) -> datetime:
+    """A service that ran ``job_id`` once (its row written) and stopped: when that run was due."""
+    first = datetime.now(UTC) - timedelta(seconds=1)
+    old = tracker_factory()
+    old.hub.record(
+        Execution(
+            run_id=new_run_id(),
+            job_id=job_id,
+            job_name=job_id,
+            status=Status.SUCCEEDED,
+            scheduled_at=first,
+            started_at=first,
+            finished_at=first,
+            instance=old.instance,
+        )
+    )
+    old.close()  # stopped: the outage starts
+    return first
+
+
+def _downtime_checked() -> bool:
+    return not any(t.name == "tracker-downtime" for t in threading.enumerate())
+
+
+def test_a_job_added_after_the_scheduler_started_is_checked_for_downtime(tracker_factory) -> None:
+    """A service that starts its scheduler, then adds its jobs (``replace_existing=True``, in a
+    FastAPI lifespan, say): the fire times that passed while it was down are one ``missed`` row
+    all the same (only the jobs there at the start were looked at)."""
+    _stopped_service_with_a_run(tracker_factory, "sync")
+    time.sleep(0.5)  # down: about five fire times pass
+    tracker = tracker_factory()
+    scheduler = background()
+    tracker.instrument(scheduler)
+    scheduler.start()
+    try:
+        scheduler.add_job(support.ok_job, "interval", seconds=0.1, id="sync", replace_existing=True)
+
+        def while_down() -> list[Execution]:
+            tracker.flush(10)
+            rows = tracker.executions(job_id="sync", status="missed")
+            return [r for r in rows if _WHILE_DOWN in (r.error_message or "")]
+
+        (missed,) = support.wait_for(while_down)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert 3 <= missed.coalesced <= 8
+
+
+def test_a_scheduler_that_ran_before_it_was_instrumented_is_not_said_to_have_been_down(
+    tracker_factory,
+) -> None:
+    """``tracker.instrument()`` of a scheduler that has been running its jobs (untracked) for a
+    while: the fire times it ran are not claimed as passed while the service was down (they
+    were counted up to the moment of the instrumentation)."""
+    _stopped_service_with_a_run(tracker_factory, "sync")
+    scheduler = background()
+    scheduler.add_job(support.ok_job, "interval", seconds=0.1, id="sync", replace_existing=True)
+    scheduler.start()
+    try:
+        time.sleep(0.5)  # about five runs, untracked
+        tracker = tracker_factory()
+        tracker.instrument(scheduler)
+        support.wait_for(_downtime_checked)
+        support.wait_for(lambda: len(finished(tracker, job_id="sync")) >= 2)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert tracker.flush(10)
+    missed = tracker.executions(job_id="sync", status="missed")
+    assert [r for r in missed if _WHILE_DOWN in (r.error_message or "")] == []
 
 
 def test_real_misfire_is_recorded_as_missed(tracker) -> None:

@@ -20,36 +20,48 @@ new process, when the old one stopped is not known: nothing is claimed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, and_, case, func, select, type_coerce
+from sqlalchemy import Engine, and_, case, func, or_, select, type_coerce
 
 from ..._decorator import job_options
 from ..._hub import Hub
-from ..._record import Status
+from ..._record import Origin, Status
 from ...sinks.database.rows import stored_job_id
 from ...sinks.database.schema import executions, instances
+from ...sinks.database.writer import process_started
 from .missed import missed_fire_times
 from .registry import without_jitter
 
 logger = logging.getLogger("tracker.apscheduler")
 
 _MOST_COUNTED = 100_000
+_ADDED_WITHIN = timedelta(minutes=1)
+"""Jobs added this soon after the scheduler started are checked (the service adding its jobs as
+it starts); those added later (one-shot jobs made as the service goes, jobs added through the
+API) are not."""
 _STEP = timedelta(microseconds=1)
 
 
 _Job = tuple[str, str, Any, datetime, dict[str, str]]
 
 
-def _due_jobs(scheduler: Any) -> list[_Job]:
-    """(id, name, trigger, next fire time, tags) of each scheduled job, as it is now."""
+def _due_jobs(scheduler: Any, job_ids: Sequence[str] | None = None) -> list[_Job]:
+    """(id, name, trigger, next fire time, tags) of each scheduled job (of those ``job_ids``),
+    as it is now."""
     jobs = []
-    for job in scheduler.get_jobs():
+    found = (
+        scheduler.get_jobs()
+        if job_ids is None
+        else [job for job in map(scheduler.get_job, job_ids) if job is not None]
+    )
+    for job in found:
         next_run = getattr(job, "next_run_time", None)
         if next_run is None or "#manual-" in job.id:  # paused, or a run_now() copy
             continue
@@ -64,15 +76,20 @@ def _history(
 ) -> dict[str, tuple[Any, Any, Any]]:
     """Per stored job id, of the rows of fire times before ``before`` (the scheduler's start:
     its own runs, recorded by the time this is read, are not the history it starts from): the
-    latest fire time of a run (any row but ``missed``); when the latest ``missed`` row was
+    latest fire time of a scheduled run (not ``missed``, not a run started by hand or called
+    directly); when the latest ``missed`` row was
     recorded; and when the tracker instance that recorded its latest row (by fire time: a run,
     or a ``missed`` row a start recorded) was last alive — its clean stop, or its latest
     heartbeat. Until then a scheduler had the job (one still alive, another replica, was seen
     just now)."""
     missed = executions.c.status == Status.MISSED.value
+    # A run started by hand (run_now(), the API) or called directly is not a fire time of the
+    # schedule: its scheduled_at is when it was asked for, off the schedule's steps.
+    off_schedule = or_(missed, executions.c.origin != Origin.SCHEDULED.value)
     last_run = func.max(
         type_coerce(
-            case((missed, None), else_=executions.c.scheduled_at), executions.c.scheduled_at.type
+            case((off_schedule, None), else_=executions.c.scheduled_at),
+            executions.c.scheduled_at.type,
         )
     )
     last_missed = func.max(
@@ -142,27 +159,44 @@ def _walk_from(trigger: Any, last_run: datetime, accounted: datetime | None) -> 
     return last_run
 
 
+class Missed(NamedTuple):
+    """The fire times :func:`missed_while_down` found."""
+
+    how_many: int
+    first: datetime | None
+    last: datetime | None
+    complete: bool
+    """``False``: the count stopped at :data:`_MOST_COUNTED` fire times looked at, before
+    ``until``; more passed."""
+
+
 def missed_while_down(
     trigger: Any, last_run: datetime, accounted: datetime | None, until: datetime
-) -> tuple[int, datetime | None, datetime | None]:
-    """(how many, first, last) fire times of ``trigger`` after ``last_run`` (computed from it, as
-    the scheduler that ran it would have), after ``accounted``, and before ``until``. At most
-    :data:`_MOST_COUNTED` fire times are looked at."""
+) -> Missed:
+    """The fire times of ``trigger`` after ``last_run`` (computed from it, as the scheduler that
+    ran it would have), after ``accounted``, and before ``until``: how many, the first and the
+    last. At most :data:`_MOST_COUNTED` fire times are looked at (``complete`` says whether
+    that reached ``until``)."""
     count = 0
     first = last = None
     current: datetime | None = _walk_from(trigger, last_run, accounted)
     for _ in range(_MOST_COUNTED):
         if current is None:
-            break
+            return Missed(count, first, last, True)
         following = trigger.get_next_fire_time(current, current + _STEP)
-        if following is None or following <= current or following >= until:
-            break
+        # Instants compared, not wall-clock times: two datetimes in one time zone compare by
+        # their wall-clock fields, and the hour a clock goes back repeats them (02:00 CET
+        # would not come after 02:00 CEST, and the walk stopped there).
+        if following is None or following.timestamp() <= current.timestamp():
+            return Missed(count, first, last, True)
+        if following >= until:
+            return Missed(count, first, last, True)
         current = following
         if accounted is None or following > accounted:
             count += 1
             first = first or following
             last = following
-    return count, first, last
+    return Missed(count, first, last, False)
 
 
 def record_downtime(
@@ -184,17 +218,25 @@ def record_downtime(
         until = min(started, next_run.astimezone(UTC))
         try:
             schedule, _ = without_jitter(trigger)  # (asked again, the jitter draws anew)
-            count, first, last = missed_while_down(schedule, last_run, accounted, until)
+            count, first, last, complete = missed_while_down(schedule, last_run, accounted, until)
         except Exception:  # a trigger that cannot say: nothing to claim
             logger.exception("tracker could not compute the fire times of job %r", job_id)
             continue
         if not count or first is None or last is None:
             continue
-        message = (
-            f"{count} fire time(s) from {first.astimezone(UTC).isoformat()} to "
-            f"{last.astimezone(UTC).isoformat()} passed while no scheduler ran this job "
-            "(the service was down); none of them ran."
-        )
+        if complete:
+            message = (
+                f"{count} fire time(s) from {first.astimezone(UTC).isoformat()} to "
+                f"{last.astimezone(UTC).isoformat()} passed while no scheduler ran this job "
+                "(the service was down); none of them ran."
+            )
+        else:
+            message = (
+                f"At least {count} fire time(s), from {first.astimezone(UTC).isoformat()} until "
+                f"the scheduler started at {until.astimezone(UTC).isoformat()}, passed while no "
+                f"scheduler ran this job (the service was down); none of them ran. Counting "
+                f"stopped at {last.astimezone(UTC).isoformat()}."
+            )
         hub.record(missed_fire_times(job_id, name, first, count, message, tags))
         recorded += 1
     return recorded
@@ -203,34 +245,119 @@ def record_downtime(
 def watch_starts(
     instrumentation: Any, hub: Hub, engine: Engine, ready: Callable[[float], bool]
 ) -> None:
-    """Check for downtime each time the instrumented scheduler starts (now too, if it runs
-    already), on a thread of its own once ``ready(timeout)`` (the history written so far) says
-    so. Called by the instrumentation's own listener (``on_start``: one listener fewer for
-    APScheduler to go through at every event), which stops with it when it is detached."""
+    """Check for downtime each time the instrumented scheduler starts, and for each job added
+    in the minute after (a service that starts its scheduler, then adds its jobs), once per job
+    and start, on a thread of its own once ``ready(timeout)`` (the history written so far) says so.
+    Attached to a scheduler that runs already, the check counts the fire times up to when this
+    process started (those after it the scheduler may have run, untracked); where that is not
+    known, it is skipped. Called by the instrumentation's own listener (``on_start``,
+    ``on_added``: no listener more for APScheduler to go through at every event), which stops
+    with it when it is detached."""
     scheduler = instrumentation.scheduler
+    lock = threading.Lock()
+    # What is waiting to be checked: whole starts (all the jobs there, at that time), and jobs
+    # added since a start, by id (looked up and checked together, on the checking thread: a
+    # service adding thousands of jobs makes a few history queries, not one each).
+    state: dict[str, Any] = {"started": None, "checked": set(), "waiting": [], "busy": False}
 
-    def check() -> None:
-        started = datetime.now(UTC)
+    def record(work: tuple[datetime, list[_Job] | None, str | None]) -> None:
+        with lock:
+            state["waiting"].append(work)
+            if state["busy"]:
+                return  # the thread at work takes it too
+            state["busy"] = True
+        threading.Thread(target=run, name="tracker-downtime", daemon=True).start()
+
+    def run() -> None:
+        try:
+            ready(30.0)
+            while True:
+                with lock:
+                    waiting, state["waiting"] = state["waiting"], []
+                    if not waiting:
+                        state["busy"] = False
+                        return
+                for started, jobs in _grouped(scheduler, waiting):
+                    try:
+                        record_downtime(hub, engine, jobs, started)
+                    except Exception as exc:  # never break the service's start
+                        hub.report_error("downtime", exc)
+        except Exception as exc:
+            hub.report_error("downtime", exc)
+        finally:
+            with lock:
+                state["busy"] = False
+
+    def check(started: datetime) -> None:
         try:
             jobs = _due_jobs(scheduler)
         except Exception:
             logger.exception("tracker could not list the jobs to check for downtime")
             return
-        if not jobs:
-            return
-
-        def run() -> None:
-            try:
-                ready(30.0)
-                record_downtime(hub, engine, jobs, started)
-            except Exception as exc:  # never break the service's start
-                hub.report_error("downtime", exc)
-
-        threading.Thread(target=run, name="tracker-downtime", daemon=True).start()
+        with lock:
+            state["started"] = started
+            state["checked"] = {job.id for job in _all_jobs(scheduler)}
+        if jobs:
+            record((started, jobs, None))
 
     def on_started(event: Any) -> None:
-        check()
+        check(datetime.now(UTC))
+
+    def on_added(event: Any) -> None:
+        if not scheduler.running:  # (a job added before start() is looked at when it starts)
+            return
+        job_id = event.job_id
+        with lock:
+            started = state["started"]
+            if started is None or job_id in state["checked"]:
+                return
+            if datetime.now(UTC) - started > _ADDED_WITHIN:
+                state["checked"] = set()  # the service's start is over: nothing more to check
+                return
+            state["checked"].add(job_id)
+        record((started, None, job_id))
 
     instrumentation.on_start.append(on_started)
+    instrumentation.on_added.append(on_added)
     if scheduler.running:
-        check()
+        born = process_started(os.getpid())
+        if born is None:
+            logger.info(
+                "tracker does not check the fire times that passed while the service was down: "
+                "the scheduler runs already, and when this process started is not known"
+            )
+            with lock:
+                state["started"] = datetime.now(UTC)
+                state["checked"] = {job.id for job in _all_jobs(scheduler)}
+            return
+        check(datetime.fromtimestamp(born, UTC))
+
+
+def _grouped(
+    scheduler: Any, waiting: list[tuple[datetime, list[_Job] | None, str | None]]
+) -> list[tuple[datetime, list[_Job]]]:
+    """The jobs to check, by the start they are checked against: whole starts as they were,
+    and the jobs added since, looked up now."""
+    groups: list[tuple[datetime, list[_Job]]] = []
+    added: dict[datetime, list[str]] = {}
+    for started, jobs, job_id in waiting:
+        if jobs is not None:
+            groups.append((started, jobs))
+        elif job_id is not None:
+            added.setdefault(started, []).append(job_id)
+    for started, job_ids in added.items():
+        try:
+            jobs = _due_jobs(scheduler, job_ids)
+        except Exception:
+            logger.exception("tracker could not read the jobs added to check for downtime")
+            continue
+        if jobs:
+            groups.append((started, jobs))
+    return groups
+
+
+def _all_jobs(scheduler: Any) -> list[Any]:
+    try:
+        return list(scheduler.get_jobs())
+    except Exception:
+        return []

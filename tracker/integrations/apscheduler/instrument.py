@@ -146,6 +146,8 @@ class SchedulerInstrumentation:
         }
         self.on_start: list[Callable[[Any], None]] = []
         """Called with the event each time the scheduler starts, after its jobs are learned."""
+        self.on_added: list[Callable[[Any], None]] = []
+        """Called with the event each time a job is added, after it is learned."""
         self._mask = MASK
         self._needs_outcomes = False  # once a job needs EXECUTED/ERROR, they stay asked for
         _context.add_resolver(resolve_apscheduler)
@@ -437,6 +439,12 @@ class SchedulerInstrumentation:
 
     def _on_changed(self, event: JobEvent) -> None:
         self._refresh(event.job_id, event.jobstore)
+        if event.code == EVENT_JOB_ADDED:
+            for callback in list(self.on_added):
+                try:
+                    callback(event)
+                except Exception as exc:  # one must not keep the others from running
+                    self.hub.report_error("apscheduler", exc)
 
     def _on_removed(self, event: JobEvent) -> None:
         self._forget(event.job_id)
