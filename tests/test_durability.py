@@ -778,6 +778,36 @@ def test_a_forked_process_reads_the_history_on_connections_of_its_own(
         tracker.close()
 
 
+def test_a_hard_kill_during_an_outage_loses_at_most_the_last_second(
+    sqlite_url, tmp_path, writer
+) -> None:
+    """The service is killed (SIGKILL) two seconds into a database outage: the runs recorded
+    before the last second are written when a tracker starts again. (With the in-process writer
+    they were in memory only: all were lost, however long the outage had lasted.)"""
+    path = sqlite_url.removeprefix("sqlite:///")
+    spill_dir = tmp_path / "spill"
+    child = f"""
+import os, signal, sqlite3, time
+import support
+from tracker import Tracker, TrackerSettings
+tracker = Tracker({sqlite_url!r}, metrics={writer.metrics!r}, settings=TrackerSettings(
+    flush_interval=0.02, spill_dir={str(spill_dir)!r}, database_writer={writer.setting!r}))
+holder = sqlite3.connect({path!r}, isolation_level=None)
+holder.execute("BEGIN EXCLUSIVE")
+for _ in range(100):
+    support.ok_job()
+time.sleep(2.5)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", child], env=ENV, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=spill_dir)) as again:
+        support.wait_for(lambda: again.flush(1) and len(again.executions(job_id="ok_job")) == 100)
+        rows = again.executions(job_id="ok_job")
+    assert {row.status for row in rows} == {Status.SUCCEEDED}
+    support.wait_for(lambda: not list(spill_dir.glob("*.jsonl")))
+
+
 def test_a_spilled_finish_is_not_overtaken_by_interruption(sqlite_url, tmp_path) -> None:
     """A run written as ``running``, then finished while the database was locked, is spilled
     finished at close(); its process then ends. The next tracker writes the spilled record

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..._record import Execution
 from .rows import from_row, to_row
@@ -61,21 +61,42 @@ def spill(
 ) -> Path:
     """Write ``records`` to the spill file for ``url`` of the writer ``tag``
     (:func:`spill_tag`), replacing that file whole; returns its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"{tag}-{_file_part(instance)}" if tag else _file_part(instance)
-    path = directory / f"{_prefix(url)}-{name}.jsonl"
+    path = spill_path(directory, url, instance, tag)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            row = to_row(record)
-            for key in _TIMES:
-                if row[key] is not None:
-                    row[key] = row[key].isoformat()
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        _write_lines(f, records)
     tmp.replace(path)
     return path
+
+
+def append(
+    directory: Path, url: str, instance: str, records: Iterable[Execution], tag: str
+) -> Path:
+    """Add ``records`` at the end of the spill file of the writer ``tag`` (made if need be), and
+    make them durable (``fsync``); returns its path. (Loading keeps a run's finished state over
+    its ``running`` one, in whichever order they were added.)"""
+    path = spill_path(directory, url, instance, tag)
+    with path.open("a", encoding="utf-8") as f:
+        _write_lines(f, records)
+    return path
+
+
+def spill_path(directory: Path, url: str, instance: str, tag: str = "") -> Path:
+    """The spill file of the writer ``tag`` of ``instance`` for ``url`` (its folder made)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{tag}-{_file_part(instance)}" if tag else _file_part(instance)
+    return directory / f"{_prefix(url)}-{name}.jsonl"
+
+
+def _write_lines(f: TextIO, records: Iterable[Execution]) -> None:
+    for record in records:
+        row = to_row(record)
+        for key in _TIMES:
+            if row[key] is not None:
+                row[key] = row[key].isoformat()
+        f.write(json.dumps(row) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:

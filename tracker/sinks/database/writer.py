@@ -104,6 +104,11 @@ class DatabaseSink(BaseSink):
         self._spilled: dict[str, Pending] = {}
         """What close() spilled, the spill file's content: records handed over later join it."""
         self._spill_tag = spill.spill_tag()
+        self._journal: dict[str, Pending] = {}
+        """What this writer added to its spill file during the outage in course (by run id), so
+        that a hard kill then loses at most :data:`_JOURNAL_EVERY_S` of records."""
+        self._next_journal = 0.0
+        self._journal_failed = False
         self._lock = threading.Lock()
         """Guards ``_pending``, ``_inflight``, ``_spilled`` and the closing state."""
         self._io = threading.Lock()
@@ -160,6 +165,7 @@ class DatabaseSink(BaseSink):
 
     def tick(self) -> None:
         self._write_if_due()
+        self._journal_if_due()
         if not self._ready or self._closing or time.monotonic() < self._next_heartbeat:
             return
         if self._io.acquire(blocking=False):  # (else close() has the database)
@@ -270,6 +276,63 @@ class DatabaseSink(BaseSink):
             path,
         )
 
+    def _journal_if_due(self) -> None:
+        if not self._failures or self._closing or time.monotonic() < self._next_journal:
+            return
+        if not self._io.acquire(blocking=False):  # close() has the database
+            return
+        try:
+            self._add_to_journal()
+        finally:
+            self._io.release()
+
+    def _add_to_journal(self) -> None:
+        """While the database cannot be written, add what waits (and is not there yet) to this
+        writer's spill file, at most every :data:`_JOURNAL_EVERY_S`: the records live in memory
+        only till then, and a hard kill of the service would lose every one of them, however
+        long the outage. The next tracker on the database loads the file like any spill file;
+        it is deleted once what it holds is written. With ``_io``."""
+        self._next_journal = time.monotonic() + _JOURNAL_EVERY_S
+        with self._lock:
+            if self._closing:
+                return
+            journal = self._journal
+            new = [(k, v) for k, v in self._pending.items() if journal.get(k) is not v]
+        if not new:
+            return
+        try:
+            spill.append(
+                self.spill_dir,
+                self._spill_key,
+                self.instance,
+                spillable(v for _, v in new),
+                self._spill_tag,
+            )
+        except OSError as exc:
+            if not self._journal_failed:  # (once an outage: it is tried every second)
+                self._journal_failed = True
+                logger.error(
+                    "tracker could not keep the %d records waiting for %s in %s meanwhile "
+                    "(a hard kill would lose them): %s",
+                    len(new),
+                    self._url,
+                    self.spill_dir,
+                    exc,
+                )
+            return
+        for run_id, value in new:
+            journal[run_id] = value
+
+    def _drop_journal(self) -> None:
+        """What the spill file held of the outage is written: the file goes. With ``_io``."""
+        self._journal = {}
+        self._journal_failed = False
+        path = spill.spill_path(self.spill_dir, self._spill_key, self.instance, self._spill_tag)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.error("tracker could not delete its spill file %s: %s", path, exc)
+
     # -- writing -------------------------------------------------------------------
 
     def _write_if_due(self) -> None:
@@ -308,6 +371,8 @@ class DatabaseSink(BaseSink):
                     batch.update(self._pending)
                     self._pending = batch
             raise
+        if self._journal or self._journal_failed:  # each record in it was in this batch
+            self._drop_journal()
         with self._lock:
             self._inflight = {}
             self.written += len(batch) - refused
@@ -574,6 +639,9 @@ def _merge(
             into[event.run_id] = event
     return dropped
 
+
+_JOURNAL_EVERY_S = 1.0
+"""While the database cannot be written, how often what waits is added to the spill file."""
 
 PROCESS_DIED = "tracker.ProcessDied"
 """The error type of runs closed as ``interrupted`` because their process was gone."""
