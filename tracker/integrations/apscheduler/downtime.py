@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, and_, case, func, or_, select, type_coerce
 
@@ -65,6 +66,8 @@ def _due_jobs(scheduler: Any, job_ids: Sequence[str] | None = None) -> list[_Job
         next_run = getattr(job, "next_run_time", None)
         if next_run is None or "#manual-" in job.id:  # paused, or a run_now() copy
             continue
+        if isinstance(job.trigger, DateTrigger):  # one fire time: none after its run
+            continue
         options = job_options(job.func)
         tags = dict(options.tags) if options is not None else {}
         jobs.append((job.id, job.name, job.trigger, next_run, tags))
@@ -74,14 +77,13 @@ def _due_jobs(scheduler: Any, job_ids: Sequence[str] | None = None) -> list[_Job
 def _history(
     engine: Engine, job_ids: Sequence[str], before: datetime
 ) -> dict[str, tuple[Any, Any, Any]]:
-    """Per stored job id, of the rows of fire times before ``before`` (the scheduler's start:
-    its own runs, recorded by the time this is read, are not the history it starts from): the
+    """Per stored job id, of the rows of fire times before ``before`` (the scheduler's start: its
+    own runs, recorded by the time this is read, are not the history it starts from): the
     latest fire time of a scheduled run (not ``missed``, not a run started by hand or called
-    directly); when the latest ``missed`` row was
-    recorded; and when the tracker instance that recorded its latest row (by fire time: a run,
-    or a ``missed`` row a start recorded) was last alive — its clean stop, or its latest
-    heartbeat. Until then a scheduler had the job (one still alive, another replica, was seen
-    just now)."""
+    directly); when the latest ``missed`` row was recorded; and when the tracker instance that
+    recorded its latest row (by fire time: a run, or a ``missed`` row a start recorded) was
+    last alive — its clean stop, or its latest heartbeat. Until then a scheduler had the job
+    (one still alive, another replica, was seen just now)."""
     missed = executions.c.status == Status.MISSED.value
     # A run started by hand (run_now(), the API) or called directly is not a fire time of the
     # schedule: its scheduled_at is when it was asked for, off the schedule's steps.
@@ -307,6 +309,9 @@ def watch_starts(
         if not scheduler.running:  # (a job added before start() is looked at when it starts)
             return
         job_id = event.job_id
+        known = instrumentation.registry.get(job_id)  # (learned just before)
+        if known is not None and isinstance(known.trigger, DateTrigger):
+            return  # one fire time: none after its run (and one-shot jobs come by thousands)
         with lock:
             started = state["started"]
             if started is None or job_id in state["checked"]:
