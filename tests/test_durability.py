@@ -25,8 +25,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from conftest import POSTGRES_URL, need, postgres_problem
 from sqlalchemy import create_engine, func, select, text, update
 
-from tracker import Origin, Status, Tracker, TrackerSettings
-from tracker.sinks.database import executions, instances
+from tracker import Execution, Origin, Status, Tracker, TrackerSettings
+from tracker.sinks.database import create_tracker_engine, executions, instances
+from tracker.sinks.database.writer import DatabaseSink
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -806,6 +807,139 @@ os.kill(os.getpid(), signal.SIGKILL)
         rows = again.executions(job_id="ok_job")
     assert {row.status for row in rows} == {Status.SUCCEEDED}
     support.wait_for(lambda: not list(spill_dir.glob("*.jsonl")))
+
+
+def _finished(n: int) -> Execution:
+    now = datetime.now(UTC)
+    return Execution(
+        run_id=f"run-{n}",
+        job_id="j",
+        job_name="j",
+        status=Status.SUCCEEDED,
+        scheduled_at=now,
+        started_at=now,
+        finished_at=now,
+        duration_s=0.0,
+        instance="journal",
+    )
+
+
+def _journaling_sink(sqlite_url: str, spill_dir: Path) -> tuple[DatabaseSink, sqlite3.Connection]:
+    """A database sink whose database went away (locked) with three records waiting, which
+    it added to its spill file (the outage journal); and the connection holding the lock."""
+    sink = DatabaseSink(
+        create_tracker_engine(sqlite_url), instance="journal", spill_dir=spill_dir, max_backoff=0.1
+    )
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    sink.handle([_finished(n) for n in range(3)])
+    assert not sink.healthy
+    sink._next_journal = 0.0  # (tick() does it once a second)
+    sink._journal_if_due()
+    assert list(spill_dir.glob("*.jsonl")), "the records waiting were added to the spill file"
+    return sink, holder
+
+
+def test_a_write_that_ends_after_close_gave_up_leaves_the_spill_file(sqlite_url, tmp_path) -> None:
+    """close() gives up on a write stuck in a locked database and spills what waits (the batch and
+    two later records) to the writer's file, which the outage journal had started; the stuck
+    write then succeeds. The file stays, and the next tracker writes the two records (the
+    journal's end deleted it: they were lost)."""
+    spill_dir = tmp_path / "spill"
+    sink, holder = _journaling_sink(sqlite_url, spill_dir)
+    sink._retry_at = 0.0
+    stuck = threading.Thread(target=sink._write_if_due)
+    stuck.start()
+    support.wait_for(lambda: sink._inflight)  # in the write, waiting for the lock
+    sink.handle([_finished(3), _finished(4)])
+    sink.close(timeout=0.05)
+    holder.execute("COMMIT")
+    holder.close()
+    stuck.join(10)
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=spill_dir)) as again:
+        assert again.flush(10)
+        assert sorted(r.run_id for r in again.executions(job_id="j")) == [
+            f"run-{n}" for n in range(5)
+        ]
+
+
+def test_a_spill_dir_that_cannot_be_made_does_not_fail_the_write_after_an_outage(
+    sqlite_url, tmp_path, caplog
+) -> None:
+    """The spill folder cannot be made (its parent is a file): the outage journal fails, said
+    once; the database comes back, and the write is a success — counted, healthy, nothing said
+    dropped at close (deleting the journal raised there: the written batch counted as failed,
+    then as dropped)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    sink = DatabaseSink(
+        create_tracker_engine(sqlite_url),
+        instance="journal",
+        spill_dir=blocker / "spill",
+        max_backoff=0.1,
+        on_drop=lambda sink_name, n: dropped.append(n),
+    )
+    dropped: list[int] = []
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    sink.handle([_finished(n) for n in range(3)])
+    sink._next_journal = 0.0
+    sink._journal_if_due()
+    holder.execute("COMMIT")
+    holder.close()
+    assert sink.flush(10)
+    assert sink.healthy and sink.written == 3
+    sink.close(timeout=5)
+    assert dropped == []
+    assert caplog.text.count("could not keep the 3 records waiting") == 1
+
+
+def test_a_tracker_starting_beside_a_live_writer_leaves_its_journal(sqlite_url, tmp_path) -> None:
+    """A writer in an outage keeps what waits in its spill file; another tracker on the same
+    database and machine starts meanwhile (the database answers it): it leaves that file to its
+    live writer (it took it, and deleted it with what the writer added since: lost at a kill).
+    Once that writer is gone, the next tracker writes what the file holds."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    spill_dir = tmp_path / "spill"
+    Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path / "none")).close()
+    child = f"""
+import sqlite3, sys, time
+from pathlib import Path
+import support
+from tracker import Tracker, TrackerSettings
+tracker = Tracker({sqlite_url!r}, settings=TrackerSettings(flush_interval=0.02,
+                  spill_dir={str(spill_dir)!r}))
+holder = sqlite3.connect({path!r}, isolation_level=None)
+holder.execute("BEGIN EXCLUSIVE")
+for _ in range(5):
+    support.ok_job()
+while not list(Path({str(spill_dir)!r}).glob("*.jsonl")):
+    time.sleep(0.05)
+holder.execute("COMMIT")
+print("journaled", flush=True)
+time.sleep(60)
+"""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", child], env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "journaled"
+        writer.send_signal(signal.SIGSTOP)  # alive, not writing: its file must stay its own
+        with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=spill_dir)) as beside:
+            assert beside.flush(10)
+            assert beside.executions(job_id="ok_job") == []
+        assert list(spill_dir.glob("*.jsonl")), "the live writer's file is left to it"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(10)
+        if writer.stdout is not None:
+            writer.stdout.close()
+    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=spill_dir)) as after:
+        assert after.flush(10)
+        assert len(after.executions(job_id="ok_job")) == 5
 
 
 def test_a_spilled_finish_is_not_overtaken_by_interruption(sqlite_url, tmp_path) -> None:

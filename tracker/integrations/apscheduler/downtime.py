@@ -34,9 +34,9 @@ from sqlalchemy import Engine, and_, case, func, or_, select, type_coerce
 from ..._decorator import job_options
 from ..._hub import Hub
 from ..._record import Origin, Status
+from ...sinks.database.processes import process_started
 from ...sinks.database.rows import stored_job_id
 from ...sinks.database.schema import executions, instances
-from ...sinks.database.writer import process_started
 from .missed import missed_fire_times
 from .registry import without_jitter
 
@@ -185,12 +185,14 @@ def missed_while_down(
     for _ in range(_MOST_COUNTED):
         if current is None:
             return Missed(count, first, last, True)
-        following = trigger.get_next_fire_time(current, current + _STEP)
-        # Instants compared, not wall-clock times: two datetimes in one time zone compare by
-        # their wall-clock fields, and the hour a clock goes back repeats them (02:00 CET
-        # would not come after 02:00 CEST, and the walk stopped there).
-        if following is None or following.timestamp() <= current.timestamp():
+        # In UTC: in a time zone whose clock goes back, adding to 02:00 CEST (the first 02:00)
+        # gives 02:00 CET's fields with its fold lost, an hour back; and two times in one zone
+        # compare by their fields (02:00 CET would not come after 02:00 CEST).
+        following = trigger.get_next_fire_time(current, current.astimezone(UTC) + _STEP)
+        if following is None:
             return Missed(count, first, last, True)
+        if following.timestamp() <= current.timestamp():  # the trigger did not move on
+            return Missed(count, first, last, False)
         if following >= until:
             return Missed(count, first, last, True)
         current = following

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..._record import Execution
+from .processes import pid_alive, process_started
 from .rows import from_row, to_row
 
 logger = logging.getLogger("tracker.database")
@@ -61,6 +63,7 @@ def spill(
 ) -> Path:
     """Write ``records`` to the spill file for ``url`` of the writer ``tag``
     (:func:`spill_tag`), replacing that file whole; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = spill_path(directory, url, instance, tag)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
@@ -75,6 +78,7 @@ def append(
     """Add ``records`` at the end of the spill file of the writer ``tag`` (made if need be), and
     make them durable (``fsync``); returns its path. (Loading keeps a run's finished state over
     its ``running`` one, in whichever order they were added.)"""
+    directory.mkdir(parents=True, exist_ok=True)
     path = spill_path(directory, url, instance, tag)
     with path.open("a", encoding="utf-8") as f:
         _write_lines(f, records)
@@ -82,8 +86,7 @@ def append(
 
 
 def spill_path(directory: Path, url: str, instance: str, tag: str = "") -> Path:
-    """The spill file of the writer ``tag`` of ``instance`` for ``url`` (its folder made)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """The spill file of the writer ``tag`` of ``instance`` for ``url``."""
     name = f"{tag}-{_file_part(instance)}" if tag else _file_part(instance)
     return directory / f"{_prefix(url)}-{name}.jsonl"
 
@@ -106,6 +109,8 @@ def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
     records: list[Execution] = []
     loaded: list[Path] = []
     for path in sorted(directory.glob(f"{_prefix(url)}-*.jsonl")):
+        if _writer_alive(path):
+            continue  # its writer, in an outage, adds to it still: it writes them itself
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError as exc:
@@ -127,6 +132,27 @@ def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
 
 
 _TEXTS = ("run_id", "job_id", "job_name", "instance")
+
+
+_TAGGED = re.compile(r"[0-9a-f]{16}-(\d+)\.[0-9a-f]{8}-")
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the file's writer (another process of this host) still runs: a writer adds to its
+    file during an outage, and deletes it once what it holds is written. Taken as gone when its
+    process id now belongs to a process that started after the file last changed."""
+    tagged = _TAGGED.match(path.name)
+    if tagged is None:
+        return False
+    pid = int(tagged.group(1))
+    if pid == os.getpid() or not pid_alive(pid):
+        return False
+    started = process_started(pid)
+    try:
+        changed = path.stat().st_mtime
+    except OSError:
+        return False
+    return started is None or started <= changed + 1.0  # (/proc's boot time: whole seconds)
 
 
 def _record(line: str) -> Execution:

@@ -39,6 +39,7 @@ from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
 from . import migrate, spill
 from .engine import redact
+from .processes import pid_alive, process_started
 from .rows import COLUMNS, record_of, run_row_maker, storable, tuple_maker
 from .schema import executions, instances
 
@@ -324,7 +325,7 @@ class DatabaseSink(BaseSink):
             journal[run_id] = value
 
     def _drop_journal(self) -> None:
-        """What the spill file held of the outage is written: the file goes. With ``_io``."""
+        """What the spill file held of the outage is written: the file goes. With ``_lock``."""
         self._journal = {}
         self._journal_failed = False
         path = spill.spill_path(self.spill_dir, self._spill_key, self.instance, self._spill_tag)
@@ -371,12 +372,15 @@ class DatabaseSink(BaseSink):
                     batch.update(self._pending)
                     self._pending = batch
             raise
-        if self._journal or self._journal_failed:  # each record in it was in this batch
-            self._drop_journal()
         with self._lock:
             self._inflight = {}
             self.written += len(batch) - refused
             self.last_write_at = datetime.now(UTC)
+            # Each record the outage journal holds was in this batch (or an earlier state of
+            # one): the file can go. (Unless close() gave up on the batch meanwhile: the file is
+            # its spill now, with what is still pending.)
+            if (self._journal or self._journal_failed) and not self._closed:
+                self._drop_journal()
             # Their records were in this batch: durable now. (Unless close() gave up on the
             # batch meanwhile: its spill file, maybe one of these, holds what is pending too.)
             if self._spilled_files and not self._closed:
@@ -815,16 +819,6 @@ def _write_postgresql_copy(conn: Connection, rows: list[tuple[Any, ...]]) -> Non
         ) from exc
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @functools.cache
 def host_key() -> str:
     """What the ``instances.hostname`` column holds: the host name and, where there is one, the
@@ -836,30 +830,6 @@ def host_key() -> str:
     except OSError:
         namespace = ""
     return hostname()[: 255 - len(namespace)] + namespace
-
-
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            for line in stat:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` of this host started (Unix time), where ``/proc`` tells."""
-    boot = _boot_time()
-    if boot is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 _CLOCK_SLACK_S = 2.0
@@ -881,7 +851,7 @@ def instance_dead(
     ``stale_after`` seconds.
     """
     if host == host_key():
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         started = process_started(pid)
         if started is not None:
