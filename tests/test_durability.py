@@ -138,23 +138,30 @@ def test_killed_process_rows_become_interrupted(database_url, tmp_path) -> None:
             p.wait(10)
 
 
-def test_a_fixed_instance_ids_runs_left_running_are_interrupted_when_it_starts_again(
-    database_url, tmp_path
-) -> None:
-    """``Tracker(instance="svc-a")``, killed mid-run and started again under the same id: the
-    run the killed process left ``running`` is closed as interrupted (the new process takes the
-    id over; it used to keep that row running for good)."""
+def _killed_mid_run(url: str, tmp_path: Path, instance: str) -> subprocess.Popen[bytes]:
+    """A process of the tracker instance ``instance`` killed (SIGKILL) while its run of the job
+    ``hanging`` was written ``running``."""
     marker = tmp_path / "hang"
-    killed = proc("hang", database_url, str(marker), "svc-a", wait=False)
+    killed = proc("hang", url, str(marker), instance, wait=False)
     try:
         support.wait_for(marker.exists, timeout=30)
-        support.wait_for(lambda: _running_rows(database_url).get("svc-a") == "running", timeout=15)
+        support.wait_for(lambda: _running_rows(url).get(instance) == "running", timeout=15)
         killed.send_signal(signal.SIGKILL)
         killed.wait(10)
     finally:
         if killed.poll() is None:
             killed.kill()
         killed.wait(10)
+    return killed
+
+
+def test_a_fixed_instance_ids_runs_left_running_are_interrupted_when_it_starts_again(
+    database_url, tmp_path
+) -> None:
+    """``Tracker(instance="svc-a")``, killed mid-run and started again under the same id: the
+    run the killed process left ``running`` is closed as interrupted (the new process takes the
+    id over; it used to keep that row running for good)."""
+    killed = _killed_mid_run(database_url, tmp_path, "svc-a")
     with Tracker(database_url, instance="svc-a") as tracker:
         assert tracker.flush(10)
         (row,) = tracker.executions(job_id="hanging")
@@ -168,17 +175,7 @@ def test_a_takeover_that_fails_half_way_still_closes_the_earlier_runs(sqlite_url
     id over, and then closing the killed process's ``running`` rows fails (the database went
     away for a moment): it is done once the database answers again. (It was dropped: the row
     stayed ``running`` for good.)"""
-    marker = tmp_path / "hang"
-    killed = proc("hang", sqlite_url, str(marker), "svc-b", wait=False)
-    try:
-        support.wait_for(marker.exists, timeout=30)
-        support.wait_for(lambda: _running_rows(sqlite_url).get("svc-b") == "running", timeout=15)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(10)
-    finally:
-        if killed.poll() is None:
-            killed.kill()
-        killed.wait(10)
+    killed = _killed_mid_run(sqlite_url, tmp_path, "svc-b")
     path = sqlite_url.removeprefix("sqlite:///")
     with sqlite3.connect(path, isolation_level=None) as conn:
         # While a row is in `refuse_updates`, changing a run's status fails: the takeover's

@@ -349,6 +349,23 @@ def test_two_services_on_one_tracker_database_down_together_each_get_their_misse
         engine.dispose()
 
 
+def _run_row(
+    tracker: Any, at: datetime, origin: Origin = Origin.SCHEDULED, *, job_id: str = "sync"
+) -> Execution:
+    """A succeeded run of ``job_id`` due (and run) at ``at``, recorded by ``tracker``."""
+    return Execution(
+        run_id=new_run_id(),
+        job_id=job_id,
+        job_name=job_id,
+        status=Status.SUCCEEDED,
+        scheduled_at=at,
+        started_at=at,
+        finished_at=at,
+        instance=tracker.instance,
+        origin=origin,
+    )
+
+
 def test_the_downtime_check_reads_the_history_from_before_the_start(tracker_factory) -> None:
     """The check reads the history on a thread of its own, after a flush: on a busy machine the
     new service's first run could be written by then, and was taken for the last run before
@@ -358,28 +375,11 @@ def test_the_downtime_check_reads_the_history_from_before_the_start(tracker_fact
 
     from tracker.integrations.apscheduler.downtime import record_downtime
 
-    def row(tracker: Any, at: datetime) -> Execution:
-        return Execution(
-            run_id=new_run_id(),
-            job_id="sync",
-            job_name="sync",
-            status=Status.SUCCEEDED,
-            scheduled_at=at,
-            started_at=at,
-            finished_at=at,
-            instance=tracker.instance,
-        )
-
-    first = datetime.now(UTC) - timedelta(seconds=1)
-    old = tracker_factory()
-    old.hub.record(row(old, first))
-    closing = datetime.now(UTC)
-    old.close()  # stopped: the outage starts
-    closed = datetime.now(UTC)
+    first, closing, closed = _stopped_service_with_a_run(tracker_factory, "sync")
     time.sleep(0.5)  # about five fire times pass
     new = tracker_factory()
     started = datetime.now(UTC)
-    new.hub.record(row(new, started + timedelta(seconds=0.05)))  # its own first run, written
+    new.hub.record(_run_row(new, started + timedelta(seconds=0.05)))  # its own first run, written
     assert new.flush(10)
     trigger = IntervalTrigger(seconds=0.1, start_date=first, timezone=UTC)
     job = ("sync", "sync", trigger, started + timedelta(seconds=0.15), {})
@@ -476,18 +476,7 @@ def test_a_downtime_too_long_to_count_says_the_count_is_a_floor(tracker_factory)
     started = datetime.now(UTC)
     last = started - timedelta(days=365)
     old = tracker_factory()
-    old.hub.record(
-        Execution(
-            run_id=new_run_id(),
-            job_id="every_second",
-            job_name="every_second",
-            status=Status.SUCCEEDED,
-            scheduled_at=last,
-            started_at=last,
-            finished_at=last,
-            instance=old.instance,
-        )
-    )
+    old.hub.record(_run_row(old, last, job_id="every_second"))
     old.close()
     new = tracker_factory()
     with new.engine.begin() as conn:  # the old service stopped a year ago, just after its run
@@ -514,26 +503,9 @@ def test_a_run_started_by_hand_is_not_where_the_downtime_walk_starts(tracker_fac
 
     from tracker.integrations.apscheduler.downtime import record_downtime
 
-    def row(tracker: Any, at: datetime, origin: Origin) -> Execution:
-        return Execution(
-            run_id=new_run_id(),
-            job_id="sync",
-            job_name="sync",
-            status=Status.SUCCEEDED,
-            scheduled_at=at,
-            started_at=at,
-            finished_at=at,
-            instance=tracker.instance,
-            origin=origin,
-        )
-
-    first = datetime.now(UTC) - timedelta(seconds=1)
-    old = tracker_factory()
-    old.hub.record(row(old, first, Origin.SCHEDULED))
-    old.hub.record(row(old, first + timedelta(seconds=0.55), Origin.MANUAL))
-    closing = datetime.now(UTC)
-    old.close()  # stopped: the outage starts
-    closed = datetime.now(UTC)
+    first, closing, closed = _stopped_service_with_a_run(
+        tracker_factory, "sync", manual_after=timedelta(seconds=0.55)
+    )
     time.sleep(0.5)  # about five fire times pass
     new = tracker_factory()
     started = datetime.now(UTC)
@@ -550,24 +522,16 @@ def test_a_run_started_by_hand_is_not_where_the_downtime_walk_starts(tracker_fac
 
 
 def _stopped_service_with_a_run(
-    tracker_factory, job_id: str
+    tracker_factory, job_id: str, manual_after: timedelta | None = None
 ) -> tuple[datetime, datetime, datetime]:
-    """A service that ran ``job_id`` once (its row written) and stopped: when that run was due,
-    and between which two times the service stopped."""
+    """A service that ran ``job_id`` once a second ago (its row written; and by hand,
+    ``manual_after`` that) and stopped: when that run was due, and between which two times the
+    service stopped."""
     first = datetime.now(UTC) - timedelta(seconds=1)
     old = tracker_factory()
-    old.hub.record(
-        Execution(
-            run_id=new_run_id(),
-            job_id=job_id,
-            job_name=job_id,
-            status=Status.SUCCEEDED,
-            scheduled_at=first,
-            started_at=first,
-            finished_at=first,
-            instance=old.instance,
-        )
-    )
+    old.hub.record(_run_row(old, first, job_id=job_id))
+    if manual_after is not None:
+        old.hub.record(_run_row(old, first + manual_after, Origin.MANUAL, job_id=job_id))
     closing = datetime.now(UTC)
     old.close()  # stopped: the outage starts
     return first, closing, datetime.now(UTC)
