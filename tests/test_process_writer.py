@@ -706,11 +706,15 @@ def test_a_short_flush_never_makes_a_starting_writer_act_as_if_the_service_died(
         sink.close(timeout=5)
 
 
-def test_a_run_spilled_by_the_service_is_written_as_it_ended(sqlite_url, tmp_path) -> None:
+@pytest.mark.parametrize("next_writer", ["thread", "process"])
+def test_a_run_spilled_by_the_service_is_written_as_it_ended(
+    sqlite_url, tmp_path, next_writer
+) -> None:
     """The writer process stops answering (SIGSTOP) while a run is announced ``running`` and
     then ends: close() spills both from the service's side, and the next tracker writes the
     run ``succeeded`` (the first state read used to win: the run stayed ``running``, or was
-    closed as interrupted)."""
+    closed as interrupted) — in the same service, with either writer (a writer process takes
+    what its service spilled, though the service still runs)."""
     sink = ProcessDatabaseSink(sqlite_url, instance="spilled", spill_dir=tmp_path, interval=0.02)
     writer = _stop_writer(sink)
     try:
@@ -722,7 +726,8 @@ def test_a_run_spilled_by_the_service_is_written_as_it_ended(sqlite_url, tmp_pat
         with contextlib.suppress(ProcessLookupError):
             os.kill(writer, signal.SIGCONT)
     assert list(tmp_path.glob("*service.jsonl")), "spilled from the service's side"
-    with Tracker(sqlite_url, settings=TrackerSettings(spill_dir=tmp_path)) as again:
+    settings = TrackerSettings(spill_dir=tmp_path, database_writer=next_writer)
+    with Tracker(sqlite_url, settings=settings) as again:
         assert again.flush(timeout=10)
     assert _statuses(sqlite_url) == {running.run_id: "succeeded"}
 

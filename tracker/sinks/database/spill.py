@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -102,14 +102,18 @@ def _write_lines(f: TextIO, records: Iterable[Execution]) -> None:
     os.fsync(f.fileno())
 
 
-def load(directory: Path, url: str) -> tuple[list[Execution], list[Path]]:
-    """Records spilled for ``url`` by earlier trackers, and the files they came from."""
+def load(
+    directory: Path, url: str, mine: Collection[int] = ()
+) -> tuple[list[Execution], list[Path]]:
+    """Records spilled for ``url`` by earlier trackers, and the files they came from: not those
+    of a writer that still runs in another process (it writes them itself), unless that process
+    is among ``mine`` (a writer process loads what its service spilled)."""
     if not directory.is_dir():
         return [], []
     records: list[Execution] = []
     loaded: list[Path] = []
     for path in sorted(directory.glob(f"{_prefix(url)}-*.jsonl")):
-        if _writer_alive(path):
+        if _writer_alive(path, mine):
             continue  # its writer, in an outage, adds to it still: it writes them itself
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -137,7 +141,7 @@ _TEXTS = ("run_id", "job_id", "job_name", "instance")
 _TAGGED = re.compile(r"[0-9a-f]{16}-(\d+)\.[0-9a-f]{8}-")
 
 
-def _writer_alive(path: Path) -> bool:
+def _writer_alive(path: Path, mine: Collection[int]) -> bool:
     """Whether the file's writer (another process of this host) still runs: a writer adds to its
     file during an outage, and deletes it once what it holds is written. Taken as gone when its
     process id now belongs to a process that started after the file last changed."""
@@ -145,7 +149,7 @@ def _writer_alive(path: Path) -> bool:
     if tagged is None:
         return False
     pid = int(tagged.group(1))
-    if pid == os.getpid() or not pid_alive(pid):
+    if pid == os.getpid() or pid in mine or not pid_alive(pid):
         return False
     started = process_started(pid)
     try:

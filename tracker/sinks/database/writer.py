@@ -561,7 +561,7 @@ class DatabaseSink(BaseSink):
 
     def _recover_spilled(self) -> bool:
         """Load the records spilled for this database; whether there were any."""
-        records, files = spill.load(self.spill_dir, self._spill_key)
+        records, files = spill.load(self.spill_dir, self._spill_key, mine=(self.pid,))
         if not files:
             return False
         with self._lock:
