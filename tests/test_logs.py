@@ -201,8 +201,12 @@ def test_missed_skipped_and_interrupted_runs_are_one_event_each(make: Any, tmp_p
     by_name: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_name.setdefault(str(event["event"]), []).append(event)
-    (missed,) = by_name["job_missed"]
-    assert missed["job_id"] == "late"
+    # (A busy machine may hold the scheduler past the blocked job's next fire time: APScheduler
+    # then coalesces its first two into one run, which is logged as job_missed too, once.)
+    late = [e for e in by_name["job_missed"] if e["job_id"] == "late"]
+    coalesced = [e for e in by_name["job_missed"] if e["job_id"] != "late"]
+    assert all(e["job_id"] == "busy" and e["coalesced"] >= 1 for e in coalesced), coalesced
+    (missed,) = late
     assert missed["level"] == "warning"
     assert missed["reason"]
     skipped = by_name["job_skipped"]
