@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -53,15 +53,10 @@ _STEP = timedelta(microseconds=1)
 _Job = tuple[str, str, Any, datetime, dict[str, str]]
 
 
-def _due_jobs(scheduler: Any, job_ids: Sequence[str] | None = None) -> list[_Job]:
-    """(id, name, trigger, next fire time, tags) of each scheduled job (of those ``job_ids``),
-    as it is now."""
+def _due_jobs(found: Iterable[Any]) -> list[_Job]:
+    """(id, name, trigger, next fire time, tags) of each of the scheduler's jobs ``found`` that
+    has fire times to come."""
     jobs = []
-    found = (
-        scheduler.get_jobs()
-        if job_ids is None
-        else [job for job in map(scheduler.get_job, job_ids) if job is not None]
-    )
     for job in found:
         next_run = getattr(job, "next_run_time", None)
         if next_run is None or "#manual-" in job.id:  # paused, or a run_now() copy
@@ -294,13 +289,14 @@ def watch_starts(
 
     def check(started: datetime) -> None:
         try:
-            jobs = _due_jobs(scheduler)
+            found = scheduler.get_jobs()
+            jobs = _due_jobs(found)
         except Exception:
             logger.exception("tracker could not list the jobs to check for downtime")
             return
         with lock:
             state["started"] = started
-            state["checked"] = {job.id for job in _all_jobs(scheduler)}
+            state["checked"] = {job.id for job in found}
         if jobs:
             record((started, jobs, None))
 
@@ -333,9 +329,13 @@ def watch_starts(
                 "tracker does not check the fire times that passed while the service was down: "
                 "the scheduler runs already, and when this process started is not known"
             )
-            with lock:
+            try:
+                found = scheduler.get_jobs()
+            except Exception:
+                found = []
+            with lock:  # (jobs added from now on are looked at)
                 state["started"] = datetime.now(UTC)
-                state["checked"] = {job.id for job in _all_jobs(scheduler)}
+                state["checked"] = {job.id for job in found}
             return
         check(datetime.fromtimestamp(born, UTC))
 
@@ -354,17 +354,10 @@ def _grouped(
             added.setdefault(started, []).append(job_id)
     for started, job_ids in added.items():
         try:
-            jobs = _due_jobs(scheduler, job_ids)
+            jobs = _due_jobs(job for job in map(scheduler.get_job, job_ids) if job is not None)
         except Exception:
             logger.exception("tracker could not read the jobs added to check for downtime")
             continue
         if jobs:
             groups.append((started, jobs))
     return groups
-
-
-def _all_jobs(scheduler: Any) -> list[Any]:
-    try:
-        return list(scheduler.get_jobs())
-    except Exception:
-        return []
