@@ -38,3 +38,13 @@ def process_started(pid: int) -> float | None:
         return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def running_since(pid: int, moment: float) -> bool | None:
+    """Whether process ``pid`` of this host runs and is the one that ran at ``moment`` (Unix
+    time): ``False`` when none runs under that id, or the one that does started after (the id
+    was reused); ``None`` when it runs and when it started is not known."""
+    if not pid_alive(pid):
+        return False
+    started = process_started(pid)
+    return None if started is None else started <= moment

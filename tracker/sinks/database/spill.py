@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..._record import Execution
-from .processes import pid_alive, process_started
+from .processes import running_since
 from .rows import from_row, to_row
 
 logger = logging.getLogger("tracker.database")
@@ -149,14 +149,14 @@ def _writer_alive(path: Path, mine: Collection[int]) -> bool:
     if tagged is None:
         return False
     pid = int(tagged.group(1))
-    if pid == os.getpid() or pid in mine or not pid_alive(pid):
+    if pid == os.getpid() or pid in mine:
         return False
-    started = process_started(pid)
     try:
         changed = path.stat().st_mtime
     except OSError:
         return False
-    return started is None or started <= changed + 1.0  # (/proc's boot time: whole seconds)
+    # (/proc's boot time is in whole seconds; a start that cannot be read: taken as alive)
+    return running_since(pid, changed + 1.0) is not False
 
 
 def _record(line: str) -> Execution:

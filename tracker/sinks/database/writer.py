@@ -39,7 +39,7 @@ from ..._record import Execution, Status
 from ..._sink import BaseSink, TrackerEvent
 from . import migrate, spill
 from .engine import redact
-from .processes import pid_alive, process_started
+from .processes import running_since
 from .rows import COLUMNS, record_of, run_row_maker, storable, tuple_maker
 from .schema import executions, instances
 
@@ -851,11 +851,9 @@ def instance_dead(
     ``stale_after`` seconds.
     """
     if host == host_key():
-        if not pid_alive(pid):
-            return True
-        started = process_started(pid)
-        if started is not None:
-            return started > _utc(started_at).timestamp() + _CLOCK_SLACK_S
+        same = running_since(pid, _utc(started_at).timestamp() + _CLOCK_SLACK_S)
+        if same is not None:
+            return not same
     return _utc(heartbeat_at) < datetime.now(UTC) - timedelta(seconds=stale_after)
 
 
