@@ -440,11 +440,14 @@ class SchedulerInstrumentation:
     def _on_changed(self, event: JobEvent) -> None:
         self._refresh(event.job_id, event.jobstore)
         if event.code == EVENT_JOB_ADDED:
-            for callback in list(self.on_added):
-                try:
-                    callback(event)
-                except Exception as exc:  # one must not keep the others from running
-                    self.hub.report_error("apscheduler", exc)
+            self._call_each(self.on_added, event)
+
+    def _call_each(self, callbacks: list[Callable[[Any], None]], event: SchedulerEvent) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(event)
+            except Exception as exc:  # one must not keep the others from running
+                self.hub.report_error("apscheduler", exc)
 
     def _on_removed(self, event: JobEvent) -> None:
         self._forget(event.job_id)
@@ -461,11 +464,7 @@ class SchedulerInstrumentation:
         # each of them where a tracker reports failures itself (see sinks._job_errors).
         _job_errors.attach_filter()
         self.scan()
-        for callback in list(self.on_start):
-            try:
-                callback(event)
-            except Exception as exc:  # one must not keep the others from running
-                self.hub.report_error("apscheduler", exc)
+        self._call_each(self.on_start, event)
 
     def _on_executor_added(self, event: SchedulerEvent) -> None:
         _job_errors.attach_filter()  # its logger exists once the executor is started
