@@ -74,16 +74,9 @@ def test_history_indexes_exist(database_url) -> None:
 
 
 def _record(job: str, due: datetime, status: Status = Status.SUCCEEDED) -> Execution:
-    return Execution(
-        run_id=new_run_id(),
-        job_id=job,
-        job_name=job,
-        status=status,
-        scheduled_at=due,
-        started_at=due,
-        finished_at=due,
-        duration_s=0.0,
-    )
+    import support
+
+    return support.finished(job, due, status=status)
 
 
 def test_timestamps_round_trip_as_aware_utc(tracker) -> None:

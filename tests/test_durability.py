@@ -807,18 +807,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _finished(n: int) -> Execution:
-    now = datetime.now(UTC)
-    return Execution(
-        run_id=f"run-{n}",
-        job_id="j",
-        job_name="j",
-        status=Status.SUCCEEDED,
-        scheduled_at=now,
-        started_at=now,
-        finished_at=now,
-        duration_s=0.0,
-        instance="journal",
-    )
+    return support.finished("j", datetime.now(UTC), run_id=f"run-{n}", instance="journal")
 
 
 def _journaling_sink(sqlite_url: str, spill_dir: Path) -> tuple[DatabaseSink, sqlite3.Connection]:

@@ -21,7 +21,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from tracker import BaseSink, Execution, JobState, Origin, Status, current_run, tracked_job
-from tracker._ids import new_run_id
 
 DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
@@ -353,17 +352,7 @@ def _run_row(
     tracker: Any, at: datetime, origin: Origin = Origin.SCHEDULED, *, job_id: str = "sync"
 ) -> Execution:
     """A succeeded run of ``job_id`` due (and run) at ``at``, recorded by ``tracker``."""
-    return Execution(
-        run_id=new_run_id(),
-        job_id=job_id,
-        job_name=job_id,
-        status=Status.SUCCEEDED,
-        scheduled_at=at,
-        started_at=at,
-        finished_at=at,
-        instance=tracker.instance,
-        origin=origin,
-    )
+    return support.finished(job_id, at, instance=tracker.instance, origin=origin)
 
 
 def test_the_downtime_check_reads_the_history_from_before_the_start(tracker_factory) -> None:
