@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -160,6 +160,8 @@ class Tracker:
         for sink in sinks:
             self.hub.add_sink(sink)
         self._seeding: threading.Thread | None = None
+        self._downtime_checks: list[Callable[[float], None]] = []
+        """Per instrumented scheduler, waiting for its downtime check's thread (see close())."""
         if self.metrics is not None:
             self.metrics.bind(self.hub)
             # From the history, on a thread: a restart must not reset consecutive failures.
@@ -224,7 +226,9 @@ class Tracker:
             if self.settings.missed_while_down:  # checked at each start of the scheduler
                 from .integrations.apscheduler.downtime import watch_starts
 
-                watch_starts(instrumentation, self.hub, self.engine, self.flush)
+                self._downtime_checks.append(
+                    watch_starts(instrumentation, self.hub, self.engine, self.flush)
+                )
             if self.watchdog is not None:
                 from .integrations.apscheduler.watchdog import attach
 
@@ -279,8 +283,12 @@ class Tracker:
         if self.watchdog is not None:
             self.watchdog.stop()
         self.hub.close(timeout)
-        if self._seeding is not None:  # its connection goes back before the pool is let go
+        # Threads reading the history: their connections go back before the pool is let go
+        # (a connection still out then is left to the garbage collector, open).
+        if self._seeding is not None:
             self._seeding.join(min(timeout, 2.0))
+        for wait in self._downtime_checks:
+            wait(min(timeout, 2.0))
         self.engine.dispose()  # the readers' connections (a writer process has its own)
 
     def __enter__(self) -> Tracker:

@@ -243,7 +243,7 @@ def record_downtime(
 
 def watch_starts(
     instrumentation: Any, hub: Hub, engine: Engine, ready: Callable[[float], bool]
-) -> None:
+) -> Callable[[float], None]:
     """Check for downtime each time the instrumented scheduler starts, and for each job added
     in the minute after (a service that starts its scheduler, then adds its jobs), once per job
     and start, on a thread of its own once ``ready(timeout)`` (the history written so far) says so.
@@ -251,13 +251,20 @@ def watch_starts(
     process started (those after it the scheduler may have run, untracked); where that is not
     known, it is skipped. Called by the instrumentation's own listener (``on_start``,
     ``on_added``: no listener more for APScheduler to go through at every event), which stops
-    with it when it is detached."""
+    with it when it is detached. Returns a function waiting (at most its argument, in seconds)
+    for the check's thread to end: it stops once the hub is closed."""
     scheduler = instrumentation.scheduler
     lock = threading.Lock()
     # What is waiting to be checked: whole starts (all the jobs there, at that time), and jobs
     # added since a start, by id (looked up and checked together, on the checking thread: a
     # service adding thousands of jobs makes a few history queries, not one each).
-    state: dict[str, Any] = {"started": None, "checked": set(), "waiting": [], "busy": False}
+    state: dict[str, Any] = {
+        "started": None,
+        "checked": set(),
+        "waiting": [],
+        "busy": False,
+        "thread": None,
+    }
 
     def record(work: tuple[datetime, list[_Job] | None, str | None]) -> None:
         with lock:
@@ -265,7 +272,10 @@ def watch_starts(
             if state["busy"]:
                 return  # the thread at work takes it too
             state["busy"] = True
-        threading.Thread(target=run, name="tracker-downtime", daemon=True).start()
+            thread = state["thread"] = threading.Thread(
+                target=run, name="tracker-downtime", daemon=True
+            )
+            thread.start()  # (under the lock: wait() never finds it not started)
 
     def run() -> None:
         try:
@@ -273,7 +283,7 @@ def watch_starts(
             while True:
                 with lock:
                     waiting, state["waiting"] = state["waiting"], []
-                    if not waiting:
+                    if not waiting or hub.closed:  # (closed: its history is let go)
                         state["busy"] = False
                         return
                 for started, jobs in _grouped(scheduler, waiting):
@@ -320,6 +330,12 @@ def watch_starts(
             state["checked"].add(job_id)
         record((started, None, job_id))
 
+    def wait(timeout: float) -> None:
+        with lock:
+            thread = state["thread"]
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     instrumentation.on_start.append(on_started)
     instrumentation.on_added.append(on_added)
     if scheduler.running:
@@ -336,8 +352,9 @@ def watch_starts(
             with lock:  # (jobs added from now on are looked at)
                 state["started"] = datetime.now(UTC)
                 state["checked"] = {job.id for job in found}
-            return
+            return wait
         check(datetime.fromtimestamp(born, UTC))
+    return wait
 
 
 def _grouped(
